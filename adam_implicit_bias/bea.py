@@ -10,11 +10,11 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import functional_call, grad, vjp
+from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
 # %% auto 0
-__all__ = ['Loss', 'flat_loss', 'grad_and_hvp', 'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients',
+__all__ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients',
            'heavy_ball_modified_loss', 'heavy_ball_field', 'rk4_step', 'piecewise_trajectory', 'gd_trajectory',
            'heavy_ball_trajectory']
 
@@ -36,13 +36,24 @@ def flat_loss(model: torch.nn.Module,  # any module
     return loss, torch.cat([p.flatten() for p in params])
 
 # %% ../nbs/01_bea.ipynb
+def gradient(loss: Loss, theta: Tensor) -> Tensor:
+    "g = ∇E(θ), by one backward pass."
+    with torch.enable_grad():
+        x = theta.detach().requires_grad_()
+        return torch.autograd.grad(loss(x), x)[0]
+
 def grad_and_hvp(loss: Loss,                       # θ ↦ E(θ)
                  theta: Tensor,                    # point θ, flat
                  direction: Callable[[Tensor], Tensor], # g ↦ v, the vector to multiply by the Hessian
                 ) -> tuple[Tensor, Tensor]:
     "g = ∇E(θ) and H v(g), by reverse-over-reverse differentiation, without forming H."
-    g, hvp = vjp(grad(loss), theta)
-    return g, hvp(direction(g).detach())[0]
+    with torch.enable_grad():
+        x = theta.detach().requires_grad_()
+        g, = torch.autograd.grad(loss(x), x, create_graph=True)
+        v = direction(g.detach())
+        if not g.requires_grad: return g.detach(), torch.zeros_like(v)  # E is affine: H = 0
+        Hv, = torch.autograd.grad(g, x, v)
+    return g.detach(), Hv
 
 # %% ../nbs/01_bea.ipynb
 def gd_modified_loss(loss: Loss, *, h: float) -> Loss:
@@ -104,12 +115,12 @@ def gd_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int) -> Tensor
     "Gradient-descent iterates θ⁽ⁿ⁾, n = 0..steps."
     out, theta = [theta0.detach()], theta0.detach()
     for _ in range(steps):
-        theta = theta - h * grad(loss)(theta); out.append(theta)
+        theta = theta - h * gradient(loss, theta); out.append(theta)
     return torch.stack(out)
 
 def heavy_ball_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int, beta: float) -> Tensor:
     "Heavy-ball iterates θ⁽ⁿ⁺¹⁾ = θ⁽ⁿ⁾ - h v⁽ⁿ⁺¹⁾, v⁽ⁿ⁺¹⁾ = β v⁽ⁿ⁾ + ∇E(θ⁽ⁿ⁾), v⁽⁰⁾ = 0."
     out, theta, v = [theta0.detach()], theta0.detach(), torch.zeros_like(theta0)
     for _ in range(steps):
-        v = beta * v + grad(loss)(theta); theta = theta - h * v; out.append(theta)
+        v = beta * v + gradient(loss, theta); theta = theta - h * v; out.append(theta)
     return torch.stack(out)

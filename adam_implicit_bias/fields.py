@@ -11,19 +11,19 @@ from torch import Tensor
 from torch.func import grad
 
 from .optim import adam_init, adam_step, check_hyperparameters
-from .bea import (Loss, flat_loss, grad_and_hvp, piecewise_trajectory, gd_modified_loss, gd_field,
+from .bea import (Loss, flat_loss, gradient, grad_and_hvp, piecewise_trajectory, gd_modified_loss, gd_field,
                                     gd_trajectory, heavy_ball_coefficients, heavy_ball_field, heavy_ball_modified_loss,
                                     heavy_ball_trajectory)
 
 # %% auto 0
 __all__ = ['perturbed_one_norm', 'memory_coefficients', 'penalty_coefficient', 'first_order_field', 'second_order_field',
            'classify_regime', 'penalty_F', 'adam_trajectory', 'modified_ode_trajectory', 'implicit_bias_report',
-           'gradient_norms', 'log_gradient_norms', 'Loss', 'flat_loss', 'grad_and_hvp', 'piecewise_trajectory',
-           'gd_modified_loss', 'gd_field', 'gd_trajectory', 'heavy_ball_coefficients', 'heavy_ball_field',
-           'heavy_ball_modified_loss', 'heavy_ball_trajectory']
+           'gradient_norms', 'log_gradient_norms', 'Loss', 'flat_loss', 'gradient', 'grad_and_hvp',
+           'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory', 'heavy_ball_coefficients',
+           'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory']
 
 # %% ../nbs/02_adam_ode.ipynb
-_all_ = ['Loss', 'flat_loss', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
+_all_ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
          'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory']
 
 # %% ../nbs/02_adam_ode.ipynb
@@ -50,7 +50,7 @@ def penalty_coefficient(beta: float, rho: float) -> float:
 # %% ../nbs/02_adam_ode.ipynb
 def first_order_field(loss: Loss, theta: Tensor, *, eps: float) -> Tensor:
     "f = g/√(g²+ε): sign descent perturbed by ε, Adam's field to first order."
-    g = grad(loss)(theta)
+    g = gradient(loss, theta)
     return g / (g.pow(2) + eps).sqrt()
 
 def second_order_field(loss: Loss,            # θ ↦ E(θ)
@@ -108,7 +108,7 @@ def adam_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int, beta: f
     theta, state = theta0.detach(), adam_init(theta0)
     out = [theta]
     for _ in range(steps):
-        theta, state = adam_step(theta, grad(loss)(theta), state, lr=h, beta=beta, rho=rho, eps=eps,
+        theta, state = adam_step(theta, gradient(loss, theta), state, lr=h, beta=beta, rho=rho, eps=eps,
                                  eps_inside=eps_inside, bias_correction=bias_correction)
         out.append(theta)
     return torch.stack(out)
@@ -133,7 +133,7 @@ def implicit_bias_report(model: torch.nn.Module, loss_fn, batch: tuple, *, h: fl
     "Remark 3.2 for a model at its current parameters: regime, coefficient, and the relative size of Adam's correction term."
     loss, theta = flat_loss(model, loss_fn, batch)
     f2 = second_order_field(loss, theta, h=h, beta=beta, rho=rho, eps=eps, n=n)
-    g = grad(loss)(theta)
+    g = gradient(loss, theta)
     f1 = g / (g.pow(2) + eps).sqrt()
     out = classify_regime(h, beta, rho, eps, grad=g)
     out.update(loss=loss(theta).item(), perturbed_one_norm=perturbed_one_norm(g, eps).item(),
