@@ -11,6 +11,8 @@ from pathlib import Path
 __all__ = ['atomic_write_bytes', 'atomic_write_json', 'read_json', 'sha256', 'data_dir', 'results_dir']
 
 # %% ../nbs/03_files.ipynb
+_UMASK = os.umask(0); os.umask(_UMASK)
+
 def atomic_write_bytes(path: str | Path, # the file to (over)write
                        data: bytes) -> Path:
     "Write `data` to `path` atomically: a temporary file in the same folder, then `os.replace`."
@@ -20,6 +22,7 @@ def atomic_write_bytes(path: str | Path, # the file to (over)write
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private (0600); give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise

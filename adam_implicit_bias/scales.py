@@ -19,23 +19,73 @@ def check_scale(scale: str) -> str:
 
 # %% ../nbs/04_scales.ipynb
 TOY = dict(
-    ci   =dict(grid=401),
-    cpu  =dict(grid=2001),
-    paper=dict(grid=2001),
+    # ci: both figures in seconds; the paper's exact h, β, ρ, ε and step counts for Figure 2 were not recovered (see 06_toy)
+    ci   =dict(fig1=dict(grid=401, beta=0.95, rhos=[0.9, 0.95, 0.99, 0.999], eps=[1e-6, 1e-2, 1.0]),
+               fig2=dict(eps=1e-8, steps=600, substeps=1, validity=0.5,
+                         left=dict(h=0.01, betas=[0.5, 0.9, 0.95], rho=0.95, rhos=[0.8, 0.9, 0.95], beta=0.9),
+                         right=dict(hs=[0.005, 0.01, 0.02], pairs=[[0.8, 0.5], [0.5, 0.9]]))),
+    # cpu and paper: the same curves, a finer grid for Figure 1 and two RK4 substeps per interval for the ODE
+    cpu  =dict(fig1=dict(grid=2001, beta=0.95, rhos=[0.9, 0.95, 0.99, 0.999], eps=[1e-6, 1e-2, 1.0]),
+               fig2=dict(eps=1e-8, steps=600, substeps=2, validity=0.5,
+                         left=dict(h=0.01, betas=[0.5, 0.9, 0.95], rho=0.95, rhos=[0.8, 0.9, 0.95], beta=0.9),
+                         right=dict(hs=[0.005, 0.01, 0.02], pairs=[[0.8, 0.5], [0.5, 0.9]]))),
+    paper=dict(fig1=dict(grid=2001, beta=0.95, rhos=[0.9, 0.95, 0.99, 0.999], eps=[1e-6, 1e-2, 1.0]),
+               fig2=dict(eps=1e-8, steps=600, substeps=2, validity=0.5,
+                         left=dict(h=0.01, betas=[0.5, 0.9, 0.95], rho=0.95, rhos=[0.8, 0.9, 0.95], beta=0.9),
+                         right=dict(hs=[0.005, 0.01, 0.02], pairs=[[0.8, 0.5], [0.5, 0.9]]))),
 )
 
 # %% ../nbs/04_scales.ipynb
 CLOSENESS = dict(
-    ci   =dict(n_train=200, hidden=16),
-    cpu  =dict(n_train=500, hidden=16),
-    paper=dict(n_train=1000, hidden=32),
+    # ci: about a minute of compute on 2 cores; 200 images, the ranges of h where SPEC §6 found the slopes worth measuring
+    ci   =dict(n_train=200, hidden=16, seed=0, beta=0.9, rho=0.95, substeps=1, panel_a=dict(eps=1e-6, h=5e-6),
+               curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4]),
+                       dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6])]),
+    # cpu: SPEC §6's setting (500 images, RK4 with 2 substeps), finer h on each curve, and two more curves: ε = 1e-2, and
+    # ε = 1e-6 over a long horizon, where the second-order ODE is not yet asymptotic and RK4 needs small substeps (stiffness)
+    cpu  =dict(n_train=500, hidden=16, seed=0, beta=0.9, rho=0.95, substeps=2, panel_a=dict(eps=1e-6, h=2.5e-6),
+               curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5]),
+                       dict(eps=1e-2, T=0.02, hs=[2e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4]),
+                       dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6, 1.25e-6]),
+                       dict(eps=1e-6, T=0.02, hs=[2e-3, 1e-3, 5e-4, 2.5e-4], substeps=16)]),
+    # paper: 1,000 images and a wider MLP (the paper's exact network was not recovered), finer h on every curve
+    paper=dict(n_train=1000, hidden=32, seed=0, beta=0.9, rho=0.95, substeps=2, panel_a=dict(eps=1e-6, h=1.25e-6),
+               curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5, 3.125e-5]),
+                       dict(eps=1e-2, T=0.02, hs=[2e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5]),
+                       dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6, 1.25e-6, 6.25e-7]),
+                       dict(eps=1e-6, T=0.02, hs=[2e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4], substeps=32)]),
 )
 
 # %% ../nbs/04_scales.ipynb
 CIFAR = dict(
-    ci   =dict(n_train=500),
-    cpu  =dict(n_train=2000),
-    paper=dict(n_train=50000),
+    # ci: every figure and the table in minutes on 2 CPU cores; tiny networks, 100 images, so trends are noise-level
+    ci   =dict(n_train=100, n_test=200, download=False, chunk=500, eps=1e-8, eval_every=5, ckpt_every=50, device='cpu', dtype='float32',
+               models=dict(resnet50=dict(width=4, blocks=[1, 1, 1, 1]), cnn=dict(widths=[8, 16, 32], hidden=64),
+                           vit=dict(patch=8, dim=32, depth=2, heads=4, mlp=64)),
+               fig4=dict(model='resnet50', sweep='rho', values=[0.99, 0.999, 0.9999], beta=0.99, h=1e-3, epochs=50, seeds=2),
+               fig5=dict(model='resnet50', sweep='beta', values=[0.9, 0.95, 0.99], rho=0.999, h=1e-3, epochs=50, seeds=2),
+               fig6=[dict(model='cnn', sweep='rho', values=[0.99, 0.999, 0.9999], beta=0.99, h=1e-3, epochs=50, seeds=2),
+                     dict(model='vit', sweep='rho', values=[0.99, 0.999, 0.9999], beta=0.99, h=1e-3, epochs=50, seeds=2)]),
+    # cpu: about two hours on 2 cores; small versions of the three networks, long training at small h (see 11_cifar_figures)
+    cpu  =dict(n_train=250, n_test=1000, download=False, chunk=500, eps=1e-8, eval_every=10, ckpt_every=250, device='cpu', dtype='float32',
+               models=dict(resnet50=dict(width=4, blocks=[1, 1, 1, 1]), cnn=dict(widths=[8, 16, 32], hidden=64),
+                           vit=dict(patch=8, dim=32, depth=2, heads=4, mlp=64)),
+               fig4=dict(model='resnet50', sweep='rho', values=[0.99, 0.999, 0.9999], beta=0.99, h=1e-4, epochs=400, seeds=3),
+               fig5=dict(model='resnet50', sweep='beta', values=[0.9, 0.95, 0.99], rho=0.999, h=1e-4, epochs=400, seeds=3),
+               fig6=[dict(model='cnn', sweep='rho', values=[0.99, 0.999, 0.9999], beta=0.99, h=1e-4, epochs=1500, seeds=3),
+                     dict(model='vit', sweep='rho', values=[0.99, 0.999, 0.9999], beta=0.99, h=1e-4, epochs=1500, seeds=3)]),
+    # paper: SPEC section 7 (all 50,000/10,000 images, full-size networks, thousands of epochs), on a GPU
+    paper=dict(n_train=None, n_test=None, download=True, chunk=500, eps=1e-8, eval_every=10, ckpt_every=100, device='cuda', dtype='float32',
+               models=dict(resnet50=dict(width=64, blocks=[3, 4, 6, 3]), cnn=dict(widths=[32, 64, 128], hidden=512),
+                           vit=dict(patch=4, dim=512, depth=6, heads=16, mlp=1024)),
+               fig4=dict(model='resnet50', sweep='rho', values=[0.99, 0.995, 0.999, 0.9995, 0.9999], beta=0.99, h=7.5e-5,
+                         epochs=3000, seeds=5),
+               fig5=dict(model='resnet50', sweep='beta', values=[0.9, 0.95, 0.97, 0.99, 0.995], rho=0.999, h=1e-4,
+                         epochs=3000, seeds=3),
+               fig6=[dict(model='cnn', sweep='rho', values=[0.99, 0.995, 0.999, 0.9995, 0.9999], beta=0.99, h=7.5e-5,
+                          epochs=3000, seeds=5),
+                     dict(model='vit', sweep='rho', values=[0.99, 0.995, 0.999, 0.9995, 0.9999], beta=0.99, h=7.5e-5,
+                          epochs=3000, seeds=5)]),
 )
 
 # %% ../nbs/04_scales.ipynb
