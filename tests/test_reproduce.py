@@ -1,0 +1,279 @@
+"Issue 7: `adam-ib reproduce` and `adam-ib check`, on tiny stand-in notebooks and on hand-made output folders."
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+import nbformat, pandas as pd, pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from adam_implicit_bias import reproduce as R
+from adam_implicit_bias.files import read_json
+from adam_implicit_bias.scales import SCALES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- stand-in notebooks, run through papermill
+
+def write_nb(path, *bodies):
+    "A stand-in experiment notebook: a papermill parameters cell, then one code cell per body."
+    cells = [new_code_cell("scale = 'ci'\nout_dir = '.'\nresults = None", metadata={'tags': ['parameters']})]
+    nb = new_notebook(cells=cells + [new_code_cell(b) for b in bodies],
+                      metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
+    nbformat.write(nb, path)
+
+
+DRAW = """import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+from adam_implicit_bias.plots import save_figure, save_numbers
+fig, ax = plt.subplots(); ax.plot([0, 1, 2], [0, 1, 4])
+save_figure(fig, NAME, out_dir, scale=scale); save_numbers(NAME, {'slope': 2.0, 'results': results}, out_dir, scale=scale)"""
+
+
+@pytest.fixture(scope='module')
+def ran(tmp_path_factory):
+    "A registry of three stand-ins run once: `good` draws figG, `bad` raises in its third cell, `lazy` writes nothing."
+    d = tmp_path_factory.mktemp('nbs')
+    write_nb(d/'good.ipynb', DRAW.replace('NAME', "'figG'"))
+    write_nb(d/'bad.ipynb', 'x = 1', 'import math\nmath.log(-x)')
+    write_nb(d/'lazy.ipynb', 'pass')
+    reg = (R.Notebook('good.ipynb', {'figG': R._fig('figG')}), R.Notebook('bad.ipynb', {'figB': R._fig('figB')}),
+           R.Notebook('lazy.ipynb', {'figL': R._fig('figL')}))
+    out = d/'figures'
+    (out).mkdir()
+    (out/'figL.png').write_bytes(b'left over from an earlier run')
+    os.utime(out/'figL.png', (0, 0))
+    runs = R.reproduce('cpu', out=out, executed=d/'executed', results=d/'res', nbs=d, notebooks=reg, progress=False)
+    return dict(dir=d, reg=reg, out=out, runs=runs)
+
+
+def test_good_notebook_gets_its_parameters(ran):
+    assert ran['runs']['good.ipynb']['status'] == 'ok'
+    numbers = read_json(ran['out']/'figG.json')
+    assert numbers['scale'] == 'cpu' and numbers['results'] == str((ran['dir']/'res').resolve())
+    assert (ran['dir']/'executed'/'good.ipynb').is_file()
+
+
+def test_failure_names_notebook_cell_and_error(ran):
+    r = ran['runs']['bad.ipynb']
+    assert r['status'] == 'failed'
+    # cell 3 counting from 1: parameters, `x = 1`, then the failing one
+    assert r['error'].startswith("bad.ipynb failed in cell 3 (`import math`): ValueError: math domain error")
+    assert str(ran['dir']/'executed'/'bad.ipynb') in r['error'] # where to look
+    assert (ran['dir']/'executed'/'bad.ipynb').is_file()       # the executed copy is kept, failure and all
+
+
+def test_the_others_run_after_a_failure(ran):
+    assert list(ran['runs']) == ['good.ipynb', 'bad.ipynb', 'lazy.ipynb']
+
+
+def test_a_stale_file_does_not_pass_for_a_new_one(ran):
+    r = ran['runs']['lazy.ipynb']
+    assert r['status'] == 'failed' and 'did not write figL.pdf, figL.png, figL.json' in r['error']
+
+
+def test_manifest_records_everything(ran):
+    m = read_json(ran['out']/'MANIFEST.json')
+    assert all(k in m for k in R.MANIFEST_KEYS)
+    assert m['scale'] == 'cpu' and m['numbers']['figG']['slope'] == 2.0
+    assert {k: v['status'] for k, v in m['notebooks'].items()} == {'good.ipynb': 'ok', 'bad.ipynb': 'failed', 'lazy.ipynb': 'failed'}
+    assert all(v['wall_s'] > 0 for v in m['notebooks'].values())
+    if shutil.which('git') and (REPO/'.git').exists(): assert len(m['git_commit']) == 40
+
+
+def test_summary_lists_each_notebook_and_the_errors(ran):
+    s = R.summary(ran['runs'])
+    assert '3 notebook(s): 1 ok, 2 not' in s and 'FAILED: bad.ipynb failed in cell 3' in s
+    assert s.splitlines()[1].split()[:2] == ['good.ipynb', 'ok']
+
+
+def test_check_reports_failed_and_missing(ran):
+    problems = R.check(ran['out'], notebooks=ran['reg'])
+    assert any(p.startswith('MANIFEST.json: bad.ipynb failed: bad.ipynb failed in cell 3') for p in problems)
+    assert 'figB.png: missing or empty' in problems and any(p.startswith('figL.png: does not decode') for p in problems)
+    assert R.check(ran['out'], only='figG', notebooks=ran['reg']) == []
+
+
+def test_main_exit_status(ran, capsys):
+    assert R.main(['check', str(ran['out']), '--only', 'figG'], ran['reg']) == 0
+    assert R.main(['check', str(ran['out'])], ran['reg']) == 1
+    assert 'figB.pdf: missing or empty' in capsys.readouterr().err
+    # a failing notebook makes `reproduce` exit non-zero
+    assert R.main(['reproduce', '--only', 'figB', '--out', str(ran['dir']/'again'), '--executed', str(ran['dir']/'ex2'),
+                   '--nbs', str(ran['dir'])], ran['reg']) == 1
+    assert 'bad.ipynb failed in cell 3' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('argv, message', [
+    (['reproduce', '--scale', 'huge'], "unknown scale 'huge'; valid scales are " + ', '.join(SCALES)),
+    (['reproduce', '--only', 'fig1,fig9'], 'unknown figure id(s) fig9; valid ids are fig1, fig2, fig3, fig4, fig5, fig6, fig_hills, table1'),
+    (['check', 'figures', '--only', 'table2'], 'unknown figure id(s) table2; valid ids are'),
+    (['reproduce', '--only', ','], 'unknown figure id(s) (none given)'),
+])
+def test_bad_arguments_list_the_valid_values(argv, message, capsys):
+    with pytest.raises(SystemExit) as e: R.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_python_api_rejects_bad_input_too():
+    with pytest.raises(ValueError, match='valid scales are ci, cpu, paper'): R.reproduce('large', progress=False)
+    with pytest.raises(ValueError, match='valid ids are fig1'): R.reproduce('ci', only='fig0', progress=False)
+
+
+def test_console_script():
+    exe = Path(sys.executable).parent/'adam-ib'
+    if not exe.exists(): pytest.skip('adam-ib is not installed in this environment (pip install -e .)')
+    r = subprocess.run([exe, 'reproduce', '--scale', 'nope'], capture_output=True, text=True)
+    assert r.returncode == 2 and 'valid scales are ci, cpu, paper' in r.stderr
+
+
+def test_missing_notebook_is_named(tmp_path):
+    reg = (R.Notebook('ghost.ipynb', {'figX': R._fig('figX')}),)
+    runs = R.reproduce('ci', out=tmp_path/'out', executed=tmp_path/'ex', nbs=tmp_path, notebooks=reg, progress=False)
+    assert runs['ghost.ipynb']['error'] == f"ghost.ipynb: notebook not found at {tmp_path.resolve()/'ghost.ipynb'}"
+
+
+def test_notebook_without_parameters_cell_is_refused(tmp_path):
+    "Papermill would inject the parameters above the notebook's defaults, which would override them: refuse, and say why."
+    nbformat.write(new_notebook(cells=[new_code_cell("scale = 'ci'\nout_dir = '../figures'")]), tmp_path/'untagged.ipynb')
+    (tmp_path/'broken.ipynb').write_text('{"cells": [')
+    reg = (R.Notebook('untagged.ipynb', {'figU': R._fig('figU')}), R.Notebook('broken.ipynb', {'figV': R._fig('figV')}))
+    runs = R.reproduce('cpu', out=tmp_path/'out', executed=tmp_path/'ex', nbs=tmp_path, notebooks=reg, progress=False)
+    assert runs['untagged.ipynb']['error'].startswith('untagged.ipynb has no cell tagged `parameters`')
+    assert runs['broken.ipynb']['error'].startswith('broken.ipynb: not a readable notebook')
+    assert not (tmp_path/'figures').exists() and not (tmp_path/'ex').exists() # nothing ran
+
+
+def test_interrupted_run_is_recorded(tmp_path, monkeypatch):
+    def interrupt(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(R, 'run_notebook', interrupt)
+    reg = (R.Notebook('a.ipynb', {'figA': R._fig('figA')}), R.Notebook('b.ipynb', {'figB': R._fig('figB')}))
+    with pytest.raises(KeyboardInterrupt): R.reproduce('ci', out=tmp_path, nbs=tmp_path, notebooks=reg, progress=False)
+    m = read_json(tmp_path/'MANIFEST.json')
+    assert m['notebooks']['a.ipynb']['status'] == 'interrupted' and 'b.ipynb' not in m['notebooks']
+
+
+def test_ctrl_c_exits_130_with_a_short_message(monkeypatch, capsys):
+    def interrupt(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(R, 'reproduce', interrupt)
+    assert R.main(['reproduce', '--only', 'fig1']) == 130
+    assert 'interrupted: the manifest records what finished' in capsys.readouterr().err
+
+
+def test_manifest_keeps_same_scale_entries_only(tmp_path):
+    env = {'git_commit': None}
+    R.write_manifest(tmp_path, 'ci', {'a.ipynb': {'status': 'ok', 'scale': 'ci'}}, env)
+    R.write_manifest(tmp_path, 'ci', {'b.ipynb': {'status': 'ok', 'scale': 'ci'}}, env)
+    assert set(read_json(tmp_path/'MANIFEST.json')['notebooks']) == {'a.ipynb', 'b.ipynb'}
+    R.write_manifest(tmp_path, 'cpu', {'b.ipynb': {'status': 'ok', 'scale': 'cpu'}}, env)
+    assert set(read_json(tmp_path/'MANIFEST.json')['notebooks']) == {'b.ipynb'}
+
+
+# ---------------------------------------------------------------- check on hand-made folders
+
+GROUPS = [('cnn', 'rho', 0.99), ('cnn', 'rho', 0.999), ('resnet50', 'beta', 0.9)]
+REG = (R.Notebook('x.ipynb', {'figX': R._fig('figX', 'figX.csv'),
+                              'table1': ('table1.md', 'table1.csv', 'table1.tex', 'table1.json')}),)
+
+
+def table1(groups=GROUPS, columns=R.TABLE1_COLUMNS):
+    rows = [dict.fromkeys(R.TABLE1_COLUMNS, 1.0) | dict(model=m, sweep=s, value=v, c_sign='-') for m, s, v in groups]
+    return pd.DataFrame(rows)[columns]
+
+
+@pytest.fixture(scope='module')
+def sound_template(tmp_path_factory):
+    d = tmp_path_factory.mktemp('sound')
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100); ax.plot([0, 1], [1, 0])
+    fig.savefig(d/'figX.png'); fig.savefig(d/'figX.pdf'); plt.close(fig)
+    pd.DataFrame({'h': [1e-3, 5e-4], 'error': [1e-2, 2.6e-3]}).to_csv(d/'figX.csv', index=False)
+    table1().to_csv(d/'table1.csv', index=False)
+    (d/'table1.md').write_text('| model |\n| --- |\n| cnn |\n'); (d/'table1.tex').write_text('\\begin{tabular}{l}\\end{tabular}\n')
+    for name in ('figX', 'table1'): (d/f'{name}.json').write_text(json.dumps({'figure': name, 'scale': 'ci'}))
+    R.write_manifest(d, 'ci', {'x.ipynb': {'status': 'ok', 'scale': 'ci', 'wall_s': 1.0}}, R.environment())
+    return d
+
+
+@pytest.fixture
+def sound(sound_template, tmp_path):
+    return Path(shutil.copytree(sound_template, tmp_path/'figures'))
+
+
+def check(folder): return R.check(folder, notebooks=REG, table1_groups=lambda scale: GROUPS)
+
+
+def test_sound_folder_passes(sound):
+    assert check(sound) == []
+
+
+def png_bytes(size, color=None):
+    fig = plt.figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    if color is None: fig.gca().plot([0, 1], [0, 1])
+    else: fig.patch.set_facecolor(color)
+    from io import BytesIO
+    buf = BytesIO(); fig.savefig(buf, format='png'); plt.close(fig)
+    return buf.getvalue()
+
+
+def cut(path, keep=0.5): path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+
+
+def manifest_edit(path, f):
+    m = read_json(path); f(m); path.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize('spoil, expected', [
+    (lambda d: cut(d/'figX.png'), 'figX.png: does not decode as PNG'),
+    (lambda d: (d/'figX.png').write_bytes(png_bytes((120, 90))), 'figX.png: 120x90 px, smaller than 200x150'),
+    (lambda d: (d/'figX.png').write_bytes(png_bytes((400, 300), color='white')), 'figX.png: blank (a single colour)'),
+    (lambda d: (d/'figX.pdf').unlink(), 'figX.pdf: missing or empty'),
+    (lambda d: (d/'table1.tex').write_text(''), 'table1.tex: missing or empty'),
+    (lambda d: cut(d/'figX.pdf', 0.9), 'figX.pdf: truncated PDF'),
+    (lambda d: (d/'figX.pdf').write_bytes(b'<html>not a pdf</html>'), 'figX.pdf: not a PDF'),
+    (lambda d: (d/'figX.csv').write_text('h,error\n'), 'figX.csv: no rows'),
+    (lambda d: table1(GROUPS[:2]).to_csv(d/'table1.csv', index=False), "table1.csv: missing row ('resnet50', 'beta', '0.9')"),
+    (lambda d: table1(GROUPS + [('vit', 'rho', 0.99)]).to_csv(d/'table1.csv', index=False),
+     "table1.csv: unexpected row ('vit', 'rho', '0.99')"),
+    (lambda d: table1(GROUPS + GROUPS[:1]).to_csv(d/'table1.csv', index=False), "table1.csv: row ('cnn', 'rho', '0.99') appears 2 times"),
+    (lambda d: table1(columns=R.TABLE1_COLUMNS[::-1]).to_csv(d/'table1.csv', index=False), 'table1.csv: columns'),
+    (lambda d: (d/'figX.json').write_text(json.dumps({'figure': 'figX', 'scale': 'paper'})), 'figX.json: scale paper, the manifest says ci'),
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m.pop('torch_version')), "MANIFEST.json: no key 'torch_version'"),
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks'].clear()), 'MANIFEST.json: x.ipynb was not run'),
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks']['x.ipynb'].update(scale='cpu')),
+     'MANIFEST.json: x.ipynb ran at scale cpu, not ci'),
+    (lambda d: (d/'MANIFEST.json').write_text('{"scale": "ci", '), 'MANIFEST.json: missing or not valid JSON'),
+])
+def test_check_finds_each_problem(sound, spoil, expected):
+    spoil(sound)
+    problems = check(sound)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_check_table1_without_the_cifar_module_is_reported(sound):
+    def unavailable(scale): raise ImportError("cannot import name 'table1_groups'")
+    problems = R.check(sound, notebooks=REG, table1_groups=unavailable)
+    assert problems == ["table1.csv: could not be read or checked (ImportError: cannot import name 'table1_groups')"]
+
+
+# ---------------------------------------------------------------- the real registry
+
+def test_registry_covers_the_paper():
+    ids = R.figure_ids()
+    assert {f'fig{i}' for i in range(1, 7)} | {'table1'} <= set(ids) and len(ids) == len(set(ids))
+    files = {i: fs for nb in R.NOTEBOOKS for i, fs in nb.figures.items()}
+    assert all({f'{i}.pdf', f'{i}.png'} <= set(fs) for i, fs in files.items() if i.startswith('fig'))
+    assert {'table1.md', 'table1.csv', 'table1.tex'} <= set(files['table1'])
+
+
+@pytest.mark.parametrize('name', [nb.name for nb in R.NOTEBOOKS])
+def test_experiment_notebooks_take_the_parameters(name):
+    "Each registered notebook exists and has a papermill `parameters` cell that sets scale, out_dir and results."
+    path = REPO/'nbs'/name
+    assert path.is_file(), f"{name} is in the registry of adam_implicit_bias.reproduce but not in nbs/"
+    nb = nbformat.read(path, as_version=4)
+    params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
+    assert len(params) == 1, f"{name}: {len(params)} cells tagged `parameters`"
+    for p in ('scale', 'out_dir', 'results'): assert f'{p} =' in params[0].source, f"{name}: the parameters cell does not set {p}"
