@@ -144,8 +144,8 @@ def implicit_bias_report(model: torch.nn.Module, loss_fn, batch: tuple, *, h: fl
 
 # %% ../nbs/02_adam_ode.ipynb
 def gradient_norms(params, eps: float) -> dict:
-    "The perturbed one-norm, one-norm and two-norm of the gradients held by `params`."
-    g = torch.cat([p.grad.detach().flatten() for p in params if p.grad is not None])
+    "The perturbed one-norm, one-norm and two-norm of the gradients held by `params`, summed in float64."
+    g = torch.cat([p.grad.detach().flatten() for p in params if p.grad is not None]).double()
     return dict(perturbed_one_norm=perturbed_one_norm(g, eps).item(), one_norm=g.abs().sum().item(), two_norm=g.norm().item())
 
 def log_gradient_norms(optimizer: torch.optim.Optimizer,
