@@ -21,11 +21,11 @@ from .fields import gradient_norms
 
 # %% auto 0
 __all__ = ['TRAINER_VERSION', 'EPOCH_KEYS', 'TEST_KEYS', 'RunConfig', 'config_dict', 'config_hash', 'full_batch_gradient',
-           'evaluate', 'new_history', 'history_is_complete', 'save_checkpoint', 'load_checkpoint', 'run_dir',
-           'cached_history', 'train_run', 'run_sweep']
+           'evaluate', 'new_history', 'history_is_complete', 'save_checkpoint', 'load_checkpoint', 'init_model',
+           'run_dir', 'cached_history', 'train_run', 'run_sweep']
 
 # %% ../nbs/10_train.ipynb
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2  # 2: models are initialized in the config's dtype, whatever torch's default dtype is
 
 @dataclass
 class RunConfig:
@@ -135,6 +135,16 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, co
         return None
 
 # %% ../nbs/10_train.ipynb
+def init_model(config: RunConfig) -> nn.Module:
+    "The model of `config`, seeded and initialized in its dtype, on its device."
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, config.dtype))
+    try:
+        torch.manual_seed(config.seed)
+        return make_model(config.model, **config.knobs).to(config.device)
+    finally: torch.set_default_dtype(default)
+
+# %% ../nbs/10_train.ipynb
 @functools.lru_cache(maxsize=2)
 def _data(n_train, n_test, data_seed, download, device, dtype):
     return load_cifar10(n_train, n_test, seed=data_seed, download=download, device=device, dtype=getattr(torch, dtype))
@@ -158,8 +168,7 @@ def train_run(config: RunConfig,                   # what to run
     folder = run_dir(config, results)
     atomic_write_json(folder/'config.json', config_dict(config))
     data = _data(config.n_train, config.n_test, config.data_seed, config.download, config.device, config.dtype)
-    torch.manual_seed(config.seed)
-    model = make_model(config.model, **config.knobs).to(config.device, getattr(torch, config.dtype))
+    model = init_model(config)
     opt = Adam(model.parameters(), lr=config.h, betas=(config.beta, config.rho), eps=config.eps, eps_inside=config.eps_inside)
     hist = load_checkpoint(folder/'checkpoint.pt', model, opt, config) or new_history(config)
 

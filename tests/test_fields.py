@@ -6,14 +6,22 @@ from adam_implicit_bias.fields import (adam_trajectory, first_order_field, heavy
                                        memory_coefficients, modified_ode_trajectory, penalty_F, penalty_coefficient,
                                        perturbed_one_norm, piecewise_trajectory, second_order_field, classify_regime)
 
-torch.set_default_dtype(torch.float64)
-C = torch.tensor([[1.0, 0.3, -0.2], [0.3, 0.8, 0.1], [-0.2, 0.1, 1.5]])
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    "These tests compute in float64; the default dtype is restored afterwards, so other test files are unaffected."
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(default)
+C = torch.tensor([[1.0, 0.3, -0.2], [0.3, 0.8, 0.1], [-0.2, 0.1, 1.5]], dtype=torch.float64)
 
 def E(th):
     "A smooth, non-quadratic loss on R^3."
     return (th ** 4).sum() / 4 + 0.5 * th @ C @ th + torch.sin(th).sum() + 0.1 * torch.exp(th[0] * th[1])
 
-THETA = torch.tensor([0.3, -0.7, 1.1])
+THETA = torch.tensor([0.3, -0.7, 1.1], dtype=torch.float64)
 
 def fd_grad(f, th, d=1e-5):
     "Central finite differences of a scalar function, no autograd."

@@ -3,7 +3,15 @@ import math, copy
 import pytest, torch
 from adam_implicit_bias.optim import Adam, RMSProp, adam_init, adam_step
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    "These tests compute in float64; the default dtype is restored afterwards, so other test files are unaffected."
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(default)
 
 
 def small_net(seed=0):
