@@ -7,14 +7,7 @@ from adam_implicit_bias.fields import (adam_trajectory, first_order_field, heavy
                                        perturbed_one_norm, piecewise_trajectory, second_order_field, classify_regime)
 
 
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    "These tests compute in float64; the default dtype is restored afterwards, so other test files are unaffected."
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(default)
+pytestmark = pytest.mark.usefixtures('float64_default')  # see conftest.py
 C = torch.tensor([[1.0, 0.3, -0.2], [0.3, 0.8, 0.1], [-0.2, 0.1, 1.5]], dtype=torch.float64)
 
 def E(th):

@@ -4,14 +4,7 @@ import pytest, torch
 from adam_implicit_bias.optim import Adam, RMSProp, adam_init, adam_step
 
 
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    "These tests compute in float64; the default dtype is restored afterwards, so other test files are unaffected."
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(default)
+pytestmark = pytest.mark.usefixtures('float64_default')  # see conftest.py
 
 
 def small_net(seed=0):
