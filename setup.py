@@ -25,7 +25,10 @@ setup(
                  'Intended Audience :: ' + cfg['audience'],
                  'License :: ' + lic[1], 'Natural Language :: ' + cfg['language']]
                 + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
-    packages=find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
+    # the notebooks ship inside the package (adam_implicit_bias/nbs), so that `adam-ib reproduce` works after `pip install .`
+    packages=find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']) + [cfg['lib_name'] + '.nbs'],
+    package_dir={cfg['lib_name'] + '.nbs': cfg['nbs_path']},
+    package_data={cfg['lib_name'] + '.nbs': ['*.ipynb']},
     include_package_data=True,
     python_requires='>=' + min_python,
     install_requires=cfg['requirements'].split(),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_closeness.ipynb 2
 from __future__ import annotations
-import hashlib, json, math, time
+import math, time
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,13 @@ from tqdm.auto import tqdm
 
 from .data import load_mnist
 from .fields import Loss, flat_loss, adam_trajectory, modified_ode_trajectory
-from .files import atomic_write_json, read_json, results_dir
+from .files import atomic_write_bytes, json_hash, write_checked_json, read_checked_json, results_dir
 from .optim import check_hyperparameters
+from .runs import RunsFailed, run_parallel, torch_threads
 
 # %% auto 0
 __all__ = ['CACHE_VERSION', 'mnist_mlp_loss', 'closeness_errors', 'fit_slope', 'finest_pair_slope', 'point_config', 'cache_path',
-           'closeness_sweep']
+           'closeness_point', 'closeness_sweep']
 
 # %% ../nbs/08_closeness.ipynb
 def mnist_mlp_loss(n_train: int,            # class-balanced MNIST images (a multiple of 10)
@@ -86,7 +87,7 @@ def finest_pair_slope(hs, errors) -> float:
     return fit_slope(np.asarray(hs)[i], np.asarray(errors)[i])
 
 # %% ../nbs/08_closeness.ipynb
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the thread count is part of a point; records are verified by their SHA-256
 
 def point_config(cfg: dict,   # a `CLOSENESS` scale config (see `04_scales`)
                  curve: dict, # one of its curves: dict(eps=, T=, hs=[...]), optionally substeps= (overrides the config's)
@@ -95,41 +96,51 @@ def point_config(cfg: dict,   # a `CLOSENESS` scale config (see `04_scales`)
     "Everything that determines one point of the sweep; the substep-halving check runs at the curve's coarsest h."
     return dict(version=CACHE_VERSION, n_train=cfg['n_train'], hidden=cfg['hidden'], seed=cfg['seed'], beta=cfg['beta'],
                 rho=cfg['rho'], eps=curve['eps'], T=curve['T'], h=h, substeps=curve.get('substeps', cfg['substeps']),
-                check=h == max(curve['hs']))
+                check=h == max(curve['hs']), threads=cfg.get('threads', 1))
 
 def cache_path(point: dict, results: str | Path | None = None) -> Path:
     "results/closeness/<hash of the point's config>.json"
-    key = hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:16]
-    return results_dir(results)/'closeness'/f'{key}.json'
+    return results_dir(results)/'closeness'/f'{json_hash(point)}.json'
 
 def _cached(path: Path, point: dict) -> dict | None:
-    "The cached record at `path` if it is intact and is the record of `point`, else None."
-    rec = read_json(path)
+    "The cached record at `path` if it is verified, intact and the record of `point`, else None."
+    rec = read_checked_json(path)
     ok = (isinstance(rec, dict) and rec.get('config') == point and
           all(isinstance(rec.get(k), list) and len(rec[k]) == rec.get('steps', -1) + 1 for k in ('first', 'second')))
     return rec if ok else None
 
+# %% ../nbs/08_closeness.ipynb
+def closeness_point(item: tuple) -> dict:
+    "Compute and cache one point: item = (point config, results folder, device, data root)."
+    point, results, device, root = item
+    with torch_threads(point['threads']):
+        loss, theta0 = mnist_mlp_loss(point['n_train'], point['hidden'], seed=point['seed'], root=root, device=device)
+        start = time.perf_counter()
+        e = closeness_errors(loss, theta0, h=point['h'], T=point['T'], beta=point['beta'], rho=point['rho'], eps=point['eps'],
+                             substeps=point['substeps'], check=point['check'])
+    rec = dict(config=point, steps=e['steps'], first=e['first'].tolist(), second=e['second'].tolist(),
+               max_first=e['first'].max().item(), max_second=e['second'].max().item(),
+               check_first=e['check_first'], check_second=e['check_second'], diverged=e['diverged'],
+               seconds=time.perf_counter() - start)
+    write_checked_json(cache_path(point, results), rec)
+    return rec
+
+# %% ../nbs/08_closeness.ipynb
 def closeness_sweep(cfg: dict,                        # a `CLOSENESS` scale config
                     results: str | Path | None = None,# results folder; see `files.results_dir`
                     *, device: str = 'cpu', root: str | Path | None = None, # data folder
+                    jobs: int | None = None,          # parallel processes (None: one per core; 1: in this process)
                     progress: bool = True,            # a tqdm bar over the points
                    ) -> list[dict]:
     "One record per (curve, h): its config, per-step errors of both ODEs, their maxima, the check, and whether it was cached."
-    todo = [(c, h) for c in sorted(cfg['curves'], key=lambda c: -c['eps']) for h in sorted(c['hs'], reverse=True)]
-    loss = theta0 = None
-    out = []
-    for curve, h in tqdm(todo, desc='closeness sweep', disable=not progress):
-        point = point_config(cfg, curve, h)
-        path = cache_path(point, results)
-        if (rec := _cached(path, point)) is not None: out.append({**rec, 'cached': True}); continue
-        if loss is None: loss, theta0 = mnist_mlp_loss(cfg['n_train'], cfg['hidden'], seed=cfg['seed'], root=root, device=device)
-        start = time.perf_counter()
-        e = closeness_errors(loss, theta0, h=h, T=curve['T'], beta=cfg['beta'], rho=cfg['rho'], eps=curve['eps'],
-                             substeps=point['substeps'], check=point['check'])
-        rec = dict(config=point, steps=e['steps'], first=e['first'].tolist(), second=e['second'].tolist(),
-                   max_first=e['first'].max().item(), max_second=e['second'].max().item(),
-                   check_first=e['check_first'], check_second=e['check_second'], diverged=e['diverged'],
-                   seconds=time.perf_counter() - start)
-        atomic_write_json(path, rec)
-        out.append({**rec, 'cached': False})
-    return out
+    results = str(results_dir(results).resolve())
+    points = [point_config(cfg, c, h) for c in sorted(cfg['curves'], key=lambda c: -c['eps']) for h in sorted(c['hs'], reverse=True)]
+    cached = [_cached(cache_path(p, results), p) for p in points]
+    todo = [p for p, rec in zip(points, cached) if rec is None]
+    if todo: load_mnist(10, root=root)    # a missing data set fails here, once, with its own error
+    fresh = run_parallel(closeness_point, [(p, results, device, root) for p in todo], jobs=jobs, desc='closeness sweep',
+                         progress=progress)
+    if failed := [f for f in fresh if not isinstance(f, dict)]:
+        raise RunsFailed(failed, describe=lambda item: f"point eps={item[0]['eps']:g}, T={item[0]['T']:g}, h={item[0]['h']:g}")
+    fresh = iter(fresh)
+    return [{**rec, 'cached': True} if rec is not None else {**next(fresh), 'cached': False} for rec in cached]

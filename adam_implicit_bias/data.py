@@ -58,7 +58,12 @@ def balanced_indices(y: np.ndarray | Tensor, # integer labels
     y = np.asarray(y)
     classes = np.unique(y)
     rng = np.random.default_rng(seed)
-    if n is None or n >= len(y): return rng.permutation(len(y))
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"n must be a positive whole number or None (everything), got n={n!r}")
+    if n is not None and n > len(y):
+        raise ValueError(f"n={n} is more than the {len(y)} examples available (None takes them all; the offline subsets are "
+                         f"smaller than the full data sets, which download=True fetches)")
+    if n is None or n == len(y): return rng.permutation(len(y))
     if n % len(classes): raise ValueError(f"n={n} must be a multiple of the number of classes ({len(classes)})")
     per = n // len(classes)
     counts = {c: int((y == c).sum()) for c in classes}

@@ -4,11 +4,12 @@
 
 # %% ../nbs/03_files.ipynb 2
 from __future__ import annotations
-import hashlib, json, os, tempfile
+import hashlib, json, os, tempfile, warnings
 from pathlib import Path
 
 # %% auto 0
-__all__ = ['atomic_write_bytes', 'atomic_write_json', 'read_json', 'sha256', 'data_dir', 'results_dir']
+__all__ = ['PACKAGE_DIR', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'sha256', 'json_hash', 'write_checked',
+           'read_checked', 'write_checked_json', 'read_checked_json', 'repo_dir', 'data_dir', 'results_dir']
 
 # %% ../nbs/03_files.ipynb
 _UMASK = os.umask(0); os.umask(_UMASK)
@@ -28,9 +29,11 @@ def atomic_write_bytes(path: str | Path, # the file to (over)write
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
+def _json_bytes(obj) -> bytes: return (json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n').encode()
+
 def atomic_write_json(path: str | Path, obj) -> Path:
     "Write `obj` as indented JSON, atomically."
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n').encode())
+    return atomic_write_bytes(path, _json_bytes(obj))
 
 def read_json(path: str | Path, default=None):
     "Read JSON from `path`; `default` if the file is missing or unreadable (a corrupted file counts as missing)."
@@ -45,15 +48,53 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
+def json_hash(obj, digits: int = 16) -> str:
+    "The first `digits` hex digits of the SHA-256 of `obj` as sorted, compact JSON: a name for a configuration."
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:digits]
+
 # %% ../nbs/03_files.ipynb
-_REPO = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd().parent
+def _digest_path(path: Path) -> Path: return path.with_name(path.name + '.sha256')
+
+def write_checked(path: str | Path, # the file to (over)write, atomically
+                  data: bytes) -> Path:
+    "Write `data` to `path`, then its SHA-256 to `path.sha256` beside it (both atomically)."
+    path = atomic_write_bytes(path, data)
+    atomic_write_bytes(_digest_path(path), (hashlib.sha256(data).hexdigest() + '\n').encode())
+    return path
+
+def read_checked(path: str | Path) -> bytes | None:
+    "The bytes of `path` if they match the digest beside it; None if it is missing, else None with a warning naming the file."
+    path = Path(path)
+    if not path.exists(): return None
+    data, digest = path.read_bytes(), _digest_path(path)
+    want = digest.read_text().strip() if digest.exists() else None
+    if want == hashlib.sha256(data).hexdigest(): return data
+    why = 'has no SHA-256 beside it' if want is None else 'does not match its SHA-256 (corrupted or edited)'
+    warnings.warn(f"{path} {why}: ignoring it, the result will be recomputed", stacklevel=2)
+    return None
+
+def write_checked_json(path: str | Path, obj) -> Path:
+    "`atomic_write_json`'s JSON, written with `write_checked`."
+    return write_checked(path, _json_bytes(obj))
+
+def read_checked_json(path: str | Path):
+    "The JSON in `path` if it passes `read_checked`, else None."
+    data = read_checked(path)
+    return None if data is None else json.loads(data)
+
+# %% ../nbs/03_files.ipynb
+PACKAGE_DIR = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd().parent/'adam_implicit_bias'
+
+def repo_dir() -> Path | None:
+    "The repository checkout the package is imported from (`settings.ini` beside the package), or None for an installed package."
+    root = PACKAGE_DIR.parent
+    return root if (root/'settings.ini').is_file() and (root/'nbs').is_dir() else None
 
 def data_dir(path: str | Path | None = None) -> Path:
     "The folder that holds (or will receive) the data sets."
     if path is not None: return Path(path).expanduser()
     if env := os.environ.get('ADAM_IB_DATA'): return Path(env).expanduser()
-    shared = _REPO.parent/'shared'/'data'
-    if shared.is_dir(): return shared
+    if (repo := repo_dir()) is not None and (repo.parent/'shared'/'data').is_dir(): return repo.parent/'shared'/'data'
     return Path('~/.cache/adam_implicit_bias/data').expanduser()
 
 def results_dir(path: str | Path | None = None) -> Path:

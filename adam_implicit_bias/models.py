@@ -4,11 +4,13 @@
 
 # %% ../nbs/09_models.ipynb 2
 from __future__ import annotations
+import inspect
+
 import torch
 from torch import nn, Tensor
 
 # %% auto 0
-__all__ = ['MODELS', 'Bottleneck', 'resnet50_cifar', 'vgg_cnn', 'ViT', 'vit', 'make_model']
+__all__ = ['MODELS', 'Bottleneck', 'resnet50_cifar', 'vgg_cnn', 'ViT', 'vit', 'make_model', 'model_label']
 
 # %% ../nbs/09_models.ipynb
 class Bottleneck(nn.Module):
@@ -95,3 +97,23 @@ def make_model(name: str, # one of `MODELS`: 'resnet50', 'cnn' or 'vit'
     "Build the model `name` with `knobs` (JSON lists become tuples)."
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; valid models are {', '.join(MODELS)}")
     return MODELS[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()})
+
+# %% ../nbs/09_models.ipynb
+def _filled(name: str, knobs: dict) -> dict:
+    "The builder's keyword defaults, overridden by `knobs` (lists as tuples)."
+    builder = ViT.__init__ if name == 'vit' else MODELS[name]   # `vit` passes its knobs on to `ViT`
+    defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}}
+
+def model_label(name: str,   # one of `MODELS`
+                knobs: dict, # the builder's keyword arguments
+               ) -> str:
+    "A label derived from the model's knobs: 'ResNet-50' only at full size, else e.g. 'ResNet (width 4, blocks 1-1-1-1)'."
+    if name not in MODELS: raise ValueError(f"unknown model {name!r}; valid models are {', '.join(MODELS)}")
+    k, dash = _filled(name, knobs), lambda xs: '-'.join(map(str, xs))
+    if name == 'resnet50':
+        full = k['width'] == 64 and tuple(k['blocks']) == (3, 4, 6, 3)
+        return 'ResNet-50' if full else f"ResNet (width {k['width']}, blocks {dash(k['blocks'])})"
+    if name == 'cnn':
+        return f"CNN (widths {dash(k['widths'])}, FC {k['hidden']}{', BatchNorm' if k['batchnorm'] else ''})"
+    return f"ViT (patch {k['patch']}, dim {k['dim']}, depth {k['depth']}, {k['heads']} heads, MLP {k['mlp']})"

@@ -4,6 +4,7 @@
 
 # %% ../nbs/05_plots.ipynb 2
 from __future__ import annotations
+import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import matplotlib.pyplot as plt
 from .files import atomic_write_json
 
 # %% auto 0
-__all__ = ['STYLE', 'figure_style', 'value_colors', 'save_figure', 'save_numbers']
+__all__ = ['STYLE', 'SIZES', 'figure_style', 'value_colors', 'add_caption', 'save_figure', 'save_numbers']
 
 # %% ../nbs/05_plots.ipynb
 STYLE = {
@@ -38,6 +39,18 @@ def value_colors(values,               # the hyperparameter values, in any order
     return {v: cm(0.1 + 0.75 * i / max(len(vals) - 1, 1)) for i, v in enumerate(vals)}
 
 # %% ../nbs/05_plots.ipynb
+SIZES = dict(caption=6.5, stamp=6.5, note=7)   # font sizes (pt) outside `STYLE`: captions, the scale stamp, in-panel notes
+
+def add_caption(fig,          # a matplotlib figure
+                text: str,    # the caption
+               ) -> None:
+    "Set `text` below the figure, wrapped to its width."
+    chars = int(fig.get_figwidth() * 72 / (0.5 * SIZES['caption']))   # characters per line at the caption's size
+    fig.text(0.01, 0.0, textwrap.fill(text, chars), ha='left', va='top', fontsize=SIZES['caption'], wrap=False)
+
+# %% ../nbs/05_plots.ipynb
+_REPRODUCIBLE = {'.pdf': {'CreationDate': None}, '.png': {}}   # no timestamp: the same figure gives the same bytes
+
 def save_figure(fig,                # a matplotlib figure
                 name: str,          # file stem, e.g. 'fig1'
                 out_dir: str | Path,# folder to write into (created if needed)
@@ -45,9 +58,9 @@ def save_figure(fig,                # a matplotlib figure
                ) -> list[Path]:
     "Stamp the scale on `fig`, save it as PDF and PNG, close it and return the two paths."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    fig.text(0.995, 0.005, f'scale: {scale}', ha='right', va='bottom', fontsize=6.5, color='0.45')
+    fig.text(0.995, 0.005, f'scale: {scale}', ha='right', va='bottom', fontsize=SIZES['stamp'], color='0.45')
     paths = [out_dir/f'{name}.{ext}' for ext in ('pdf', 'png')]
-    for p in paths: fig.savefig(p)
+    for p in paths: fig.savefig(p, dpi=STYLE['savefig.dpi'], bbox_inches='tight', metadata=_REPRODUCIBLE[p.suffix])
     plt.close(fig)
     return paths
 

@@ -1,5 +1,5 @@
-"Issue 7: `adam-ib reproduce` and `adam-ib check`, on tiny stand-in notebooks and on hand-made output folders."
-import json, os, shutil, subprocess, sys
+"Issues 7 and 13: `adam-ib reproduce` and `adam-ib check`, on tiny stand-in notebooks, hand-made output folders, and an installed copy."
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import matplotlib
@@ -9,7 +9,7 @@ import nbformat, pandas as pd, pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from adam_implicit_bias import reproduce as R
-from adam_implicit_bias.files import read_json
+from adam_implicit_bias.files import data_dir, read_json
 from adam_implicit_bias.scales import SCALES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def test_main_exit_status(ran, capsys):
 
 @pytest.mark.parametrize('argv, message', [
     (['reproduce', '--scale', 'huge'], "unknown scale 'huge'; valid scales are " + ', '.join(SCALES)),
-    (['reproduce', '--only', 'fig1,fig9'], 'unknown figure id(s) fig9; valid ids are fig1, fig2, fig3, fig4, fig5, fig6, fig_hills, table1'),
+    (['reproduce', '--only', 'fig1,fig0'], 'unknown figure id(s) fig0; valid ids are fig1, fig2, fig3'),
     (['check', 'figures', '--only', 'table2'], 'unknown figure id(s) table2; valid ids are'),
     (['reproduce', '--only', ','], 'unknown figure id(s) (none given)'),
 ])
@@ -144,7 +144,7 @@ def test_notebook_without_parameters_cell_is_refused(tmp_path):
     runs = R.reproduce('cpu', out=tmp_path/'out', executed=tmp_path/'ex', nbs=tmp_path, notebooks=reg, progress=False)
     assert runs['untagged.ipynb']['error'].startswith('untagged.ipynb has no cell tagged `parameters`')
     assert runs['broken.ipynb']['error'].startswith('broken.ipynb: not a readable notebook')
-    assert not (tmp_path/'figures').exists() and not (tmp_path/'ex').exists() # nothing ran
+    assert not (tmp_path/'figures').exists() and not any((tmp_path/'ex').iterdir()) # nothing ran (the folder was only checked)
 
 
 def test_interrupted_run_is_recorded(tmp_path, monkeypatch):
@@ -175,13 +175,18 @@ def test_manifest_keeps_same_scale_entries_only(tmp_path):
 # ---------------------------------------------------------------- check on hand-made folders
 
 GROUPS = [('cnn', 'rho', 0.99), ('cnn', 'rho', 0.999), ('resnet50', 'beta', 0.9)]
+COLUMNS = ['model', 'sweep', 'value', 'seeds', 'c_inf']
 REG = (R.Notebook('x.ipynb', {'figX': R._fig('figX', 'figX.csv'),
                               'table1': ('table1.md', 'table1.csv', 'table1.tex', 'table1.json')}),)
 
 
-def table1(groups=GROUPS, columns=R.TABLE1_COLUMNS):
-    rows = [dict.fromkeys(R.TABLE1_COLUMNS, 1.0) | dict(model=m, sweep=s, value=v, c_sign='-') for m, s, v in groups]
+def table1(groups=GROUPS, columns=COLUMNS):
+    rows = [dict(model=m, sweep=s, value=v, seeds=5, c_inf=-90.0) for m, s, v in groups]
     return pd.DataFrame(rows)[columns]
+
+
+def record(d, files):
+    return {'x.ipynb': {'status': 'ok', 'scale': 'ci', 'wall_s': 1.0, 'files': {f: R.sha256(d/f) for f in files}}}
 
 
 @pytest.fixture(scope='module')
@@ -193,7 +198,7 @@ def sound_template(tmp_path_factory):
     table1().to_csv(d/'table1.csv', index=False)
     (d/'table1.md').write_text('| model |\n| --- |\n| cnn |\n'); (d/'table1.tex').write_text('\\begin{tabular}{l}\\end{tabular}\n')
     for name in ('figX', 'table1'): (d/f'{name}.json').write_text(json.dumps({'figure': name, 'scale': 'ci'}))
-    R.write_manifest(d, 'ci', {'x.ipynb': {'status': 'ok', 'scale': 'ci', 'wall_s': 1.0}}, R.environment())
+    R.write_manifest(d, 'ci', record(d, [f for fs in REG[0].figures.values() for f in fs]), R.environment())
     return d
 
 
@@ -202,7 +207,7 @@ def sound(sound_template, tmp_path):
     return Path(shutil.copytree(sound_template, tmp_path/'figures'))
 
 
-def check(folder): return R.check(folder, notebooks=REG, table1_groups=lambda scale: GROUPS)
+def check(folder): return R.check(folder, notebooks=REG, table1_contract=lambda scale: (GROUPS, COLUMNS))
 
 
 def test_sound_folder_passes(sound):
@@ -225,6 +230,11 @@ def manifest_edit(path, f):
     m = read_json(path); f(m); path.write_text(json.dumps(m))
 
 
+def forget_digests(d):
+    "Drop the SHA-256s from the manifest, so that the check of each file's kind is what is tested."
+    manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks']['x.ipynb'].update(files={}))
+
+
 @pytest.mark.parametrize('spoil, expected', [
     (lambda d: cut(d/'figX.png'), 'figX.png: does not decode as PNG'),
     (lambda d: (d/'figX.png').write_bytes(png_bytes((120, 90))), 'figX.png: 120x90 px, smaller than 200x150'),
@@ -238,24 +248,116 @@ def manifest_edit(path, f):
     (lambda d: table1(GROUPS + [('vit', 'rho', 0.99)]).to_csv(d/'table1.csv', index=False),
      "table1.csv: unexpected row ('vit', 'rho', '0.99')"),
     (lambda d: table1(GROUPS + GROUPS[:1]).to_csv(d/'table1.csv', index=False), "table1.csv: row ('cnn', 'rho', '0.99') appears 2 times"),
-    (lambda d: table1(columns=R.TABLE1_COLUMNS[::-1]).to_csv(d/'table1.csv', index=False), 'table1.csv: columns'),
+    (lambda d: table1(columns=COLUMNS[::-1]).to_csv(d/'table1.csv', index=False), 'table1.csv: columns'),
     (lambda d: (d/'figX.json').write_text(json.dumps({'figure': 'figX', 'scale': 'paper'})), 'figX.json: scale paper, the manifest says ci'),
-    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m.pop('torch_version')), "MANIFEST.json: no key 'torch_version'"),
-    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks'].clear()), 'MANIFEST.json: x.ipynb was not run'),
-    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks']['x.ipynb'].update(scale='cpu')),
-     'MANIFEST.json: x.ipynb ran at scale cpu, not ci'),
-    (lambda d: (d/'MANIFEST.json').write_text('{"scale": "ci", '), 'MANIFEST.json: missing or not valid JSON'),
+    (lambda d: (d/'figX.json').write_text(json.dumps({'figure': 'figX', 'scale': 'ci', 'sweeps': [{'failed_runs': ['run 1: OSError']}]})),
+     'figX.json: 1 failed run(s) recorded: run 1: OSError'),
 ])
 def test_check_finds_each_problem(sound, spoil, expected):
+    forget_digests(sound)
     spoil(sound)
     problems = check(sound)
     assert any(p.startswith(expected) for p in problems), problems
 
 
+@pytest.mark.parametrize('spoil, expected', [
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m.pop('torch_version')), "MANIFEST.json: no key 'torch_version'"),
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks'].clear()), 'MANIFEST.json: x.ipynb was not run'),
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks']['x.ipynb'].update(scale='cpu')),
+     'MANIFEST.json: x.ipynb ran at scale cpu, not ci'),
+    (lambda d: (d/'MANIFEST.json').write_text('{"scale": "ci", '), 'MANIFEST.json: missing or not a JSON object'),
+    (lambda d: (d/'MANIFEST.json').write_text('[1, 2, 3]'), 'MANIFEST.json: missing or not a JSON object'),
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m.update(notebooks=['x.ipynb'])), "MANIFEST.json: 'notebooks' is not an object"),
+    (lambda d: manifest_edit(d/'MANIFEST.json', lambda m: m['notebooks'].update({'x.ipynb': 'ok'})),
+     'MANIFEST.json: the record of x.ipynb is not an object'),
+])
+def test_check_finds_each_problem_with_the_manifest(sound, spoil, expected):
+    spoil(sound)
+    problems = check(sound)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_check_tells_a_sound_but_wrong_file(sound):
+    "Issue 13, item 7: a valid PNG copied over another used to pass."
+    shutil.copy(sound/'figX.png', sound/'other.png')
+    (sound/'figX.png').write_bytes(png_bytes((400, 300)))   # a sound PNG, just not the one reproduce wrote
+    assert check(sound) == ['figX.png: SHA-256 differs from the manifest\'s: not the file that `reproduce` wrote (replaced or edited)']
+
+
+def test_check_on_a_file_says_so(sound, capsys):
+    assert check(sound/'figX.png') == [f"{sound/'figX.png'} is not a folder (give the folder that `reproduce --out` wrote)"]
+    assert R.main(['check', str(sound/'figX.png')]) == 1 and 'is not a folder' in capsys.readouterr().err
+
+
 def test_check_table1_without_the_cifar_module_is_reported(sound):
     def unavailable(scale): raise ImportError("cannot import name 'table1_groups'")
-    problems = R.check(sound, notebooks=REG, table1_groups=unavailable)
+    problems = R.check(sound, notebooks=REG, table1_contract=unavailable)
     assert problems == ["table1.csv: could not be read or checked (ImportError: cannot import name 'table1_groups')"]
+
+
+# ---------------------------------------------------------------- output folders, Ctrl-C, and an installed copy
+
+def test_out_that_is_a_file_or_read_only_is_refused_before_anything_runs(tmp_path, capsys):
+    (tmp_path/'file').write_text('x')
+    assert R.main(['reproduce', '--only', 'fig1', '--out', str(tmp_path/'file')]) == 2
+    assert f"the output folder {tmp_path/'file'} is a file, not a folder" in capsys.readouterr().err
+    if os.geteuid() == 0: pytest.skip('root can write into a read-only folder')
+    (tmp_path/'ro').mkdir(mode=0o555)
+    assert R.main(['reproduce', '--only', 'fig1', '--out', str(tmp_path/'ro'/'figs')]) == 2
+    assert 'cannot be written' in capsys.readouterr().err
+
+
+SLEEPER = """
+import sys
+from pathlib import Path
+from adam_implicit_bias import reproduce as R
+d = Path(sys.argv[1])
+reg = (R.Notebook('sleep.ipynb', {'figS': R._fig('figS')}),)
+sys.exit(R.main(['reproduce', '--nbs', str(d), '--out', str(d/'out'), '--executed', str(d/'ex')], reg))
+"""
+
+
+def test_ctrl_c_in_a_running_cell_prints_no_kernel_traceback(tmp_path):
+    "Issue 13, item 7: Ctrl-C used to print a ZMQ traceback from the kernel before the clean message."
+    write_nb(tmp_path/'sleep.ipynb', f"from pathlib import Path\nPath({str(tmp_path/'started')!r}).touch()\nimport time\ntime.sleep(60)")
+    p = subprocess.Popen([sys.executable, '-c', SLEEPER, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for _ in range(600):
+        if (tmp_path/'started').exists() or p.poll() is not None: break
+        time.sleep(0.1)
+    time.sleep(1)
+    os.killpg(p.pid, signal.SIGINT)          # what Ctrl-C in a terminal does: the whole foreground group
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and 'interrupted: the manifest records what finished' in err
+    assert 'Traceback' not in out + err and 'ZMQError' not in out + err, err
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+    "The package as `pip install .` would install it (a wheel, unpacked into a folder of its own), without the repository."
+    d = tmp_path_factory.mktemp('installed')
+    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
+    subprocess.run(pip + ['wheel', '--no-deps', '--no-build-isolation', '-w', str(d/'wheel'), str(REPO)], check=True,
+                   capture_output=True)
+    subprocess.run(pip + ['install', '--no-deps', '--target', str(d/'site'), *map(str, (d/'wheel').glob('*.whl'))], check=True,
+                   capture_output=True)
+    return d
+
+
+def test_fault_reproduce_after_pip_install_finds_its_notebooks(installed, tmp_path):
+    "Issue 13, fault 8: after `pip install .`, `adam-ib reproduce` could not find the notebooks."
+    env = {**os.environ, 'PYTHONPATH': str(installed/'site'), 'ADAM_IB_DATA': str(data_dir()), 'MPLBACKEND': 'Agg'}
+    run = lambda *args: subprocess.run([sys.executable, '-c', 'import sys; from adam_implicit_bias.reproduce import main; '
+                                        'sys.exit(main(sys.argv[1:]))', *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    where = subprocess.run([sys.executable, '-c', 'import adam_implicit_bias.reproduce as R; print(R.notebooks_dir())'],
+                           cwd=tmp_path, env=env, capture_output=True, text=True).stdout.strip()
+    assert where == str(installed/'site'/'adam_implicit_bias'/'nbs')
+    r = run('reproduce', '--only', 'fig1', '--out', 'figs')
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = read_json(tmp_path/'figs'/'MANIFEST.json')
+    assert m['source'].startswith('installed package') and m['git_commit'] is None
+    assert m['notebooks']['06_toy.ipynb']['notebook_sha256'] == R.sha256(REPO/'nbs'/'06_toy.ipynb')
+    assert run('check', 'figs', '--only', 'fig1').returncode == 0
 
 
 # ---------------------------------------------------------------- the real registry
