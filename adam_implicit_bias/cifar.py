@@ -17,14 +17,14 @@ from .runs import Failure
 from .models import model_label
 from .fields import memory_coefficients
 from .stats import find_hill, paired_difference, verdict
-from .files import atomic_write_bytes, results_dir
+from .files import atomic_write_bytes, read_json, results_dir
 from .plots import figure_style, value_colors, add_caption, save_figure, save_numbers, SIZES
 
 # %% auto 0
 __all__ = ['RUN_KEYS', 'PAPER_SIGNS', 'METRICS', 'TABLE1_COLUMNS', 'MARKS', 'coefficient_at', 'theory_table', 'sweep_specs',
            'sweep_configs', 'table1_groups', 'run_summary', 'sweep_runs', 'paired_comparisons', 'sweep_numbers',
            'table1', 'table1_markdown', 'table1_latex', 'write_table1', 'plot_metric', 'sweep_figure', 'sweep_caption',
-           'plot_hills', 'hills_figure', 'make_executor']
+           'plot_hills', 'hills_figure', 'make_executor', 'search_summary']
 
 # %% ../nbs/11_cifar_figures.ipynb
 def coefficient_at(beta: float, rho: float, n: int | None = None) -> float:
@@ -292,3 +292,18 @@ def make_executor(slurm: dict | None, results: str | Path | None = None):
     ex = submitit.AutoExecutor(folder=results_dir(results)/'submitit')
     ex.update_parameters(**slurm)
     return ex
+
+# %% ../nbs/11_cifar_figures.ipynb
+def search_summary(search: dict, # design name -> the record `research/cifar_search.py` writes
+                  ) -> pd.DataFrame:
+    "One row per design, swept pair and metric: the setting, the coefficient at the last epoch, and the paired comparison."
+    rows = []
+    for name, d in search.items():
+        n = d['numbers']
+        cn = dict(zip(n['values'], n['c_n_last_mean']))
+        for c in n['comparisons']:
+            rows.append(dict(design=name, network=d['label'], images=d['n_train'], sweep=n['sweep'], pair=f"{c['a']:g}→{c['b']:g}",
+                             h=n['h'], epochs=n['epochs'], seeds=c['n'], c_n_last=f"{cn[c['a']]:.4g}→{cn[c['b']]:.4g}",
+                             metric=METRICS[c['metric']], diff=c['mean'], lo=c['lo'], hi=c['hi'], p=c['p'], verdict=c['verdict'],
+                             detectable=(c['hi'] - c['lo']) / 2))
+    return pd.DataFrame(rows)
