@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 # %% auto 0
-__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'CIFAR', 'EXPERIMENTS', 'check_scale', 'scale_config', 'scales_table']
+__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'CIFAR', 'PENALTY', 'EXPERIMENTS', 'check_scale', 'scale_config', 'scales_table']
 
 # %% ../nbs/04_scales.ipynb
 SCALES = ('ci', 'cpu', 'paper')
@@ -89,7 +89,20 @@ CIFAR = dict(
 )
 
 # %% ../nbs/04_scales.ipynb
-EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, cifar=CIFAR)
+_PENALTY_TRIPLES = [[0.9, 0.95, 0.9], [0.5, 0.9, 0.5], [0.9, 0.95, 0.8], [0.9, 0.9, 0.95]]
+PENALTY = dict(
+    # ci: SPEC §9's table (the first triple) and three more, about half a minute on 2 cores
+    ci   =dict(toy=dict(eps=1e-8, T=1.0, hs=[0.01, 0.005, 0.0025, 0.00125], check_h=0.0025, validity=0.5,
+                        triples=_PENALTY_TRIPLES, horizon=dict(triple=[0.9, 0.95, 0.9], h=0.005, T=4.0))),
+    # cpu and paper: one more triple (ρ′ between β and ρ) and one more halving of h; the toy needs no GPU
+    cpu  =dict(toy=dict(eps=1e-8, T=1.0, hs=[0.01, 0.005, 0.0025, 0.00125, 0.000625], check_h=0.0025, validity=0.5,
+                        triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]], horizon=dict(triple=[0.9, 0.95, 0.9], h=0.0025, T=6.0))),
+    paper=dict(toy=dict(eps=1e-8, T=1.0, hs=[0.01, 0.005, 0.0025, 0.00125, 0.000625, 0.0003125], check_h=0.0025, validity=0.5,
+                        triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]], horizon=dict(triple=[0.9, 0.95, 0.9], h=0.00125, T=6.0))),
+)
+
+# %% ../nbs/04_scales.ipynb
+EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, cifar=CIFAR, penalty=PENALTY)
 
 def scale_config(experiment: str, # one of `EXPERIMENTS`
                  scale: str,      # one of `SCALES`
