@@ -61,6 +61,7 @@ test-figures: install
 benchmark: install
 	$(PY) benchmarks/fields_cost.py
 	$(PY) benchmarks/trainer_speed.py
+	$(PY) benchmarks/penalty_cost.py
 
 clean:
 	rm -rf executed results _proc _docs

@@ -4,29 +4,46 @@
 
 # %% ../nbs/00_optim.ipynb 2
 from __future__ import annotations
-import math
+import math, numbers
 from typing import NamedTuple
+
+import numpy as np
 
 import torch
 from torch import Tensor
 
 # %% auto 0
-__all__ = ['check_hyperparameters', 'adam_update_', 'AdamState', 'adam_init', 'adam_step', 'Adam', 'RMSProp']
+__all__ = ['as_number', 'as_flag', 'check_hyperparameters', 'adam_update_', 'AdamState', 'adam_init', 'adam_step', 'Adam',
+           'RMSProp']
 
 # %% ../nbs/00_optim.ipynb
+def as_number(name: str, # the argument's name, for the error message
+              value,     # int, float, numpy scalar or 0-d real tensor
+             ) -> float:
+    "`value` as a finite Python float, or a `ValueError` that names the argument and its value."
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {name}={value!r}")
+    return float(value)
+
+def as_flag(name: str, value) -> bool:
+    "`value` as a Python bool if it is one (or a numpy bool), else a `ValueError` that names the argument and its value."
+    if not isinstance(value, (bool, np.bool_)): raise ValueError(f"{name} must be True or False, got {name}={value!r}")
+    return bool(value)
+
 def check_hyperparameters(lr: float,   # step size h, must be >= 0
                           beta: float, # gradient momentum β, in [0, 1)
                           rho: float,  # squared-gradient momentum ρ, in [0, 1)
                           eps: float,  # ε > 0
-                         ) -> None:
-    "Raise `ValueError` naming the first hyperparameter that is non-finite or out of range."
-    for name, value in dict(lr=lr, beta=beta, rho=rho, eps=eps).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+                         ) -> tuple[float, float, float, float]:
+    "(lr, beta, rho, eps) as floats; a `ValueError` naming the first one that is not a finite number or is out of range."
+    lr, beta, rho, eps = (as_number(k, v) for k, v in dict(lr=lr, beta=beta, rho=rho, eps=eps).items())
     if lr < 0: raise ValueError(f"lr (the step size h) must be >= 0, got lr={lr!r}")
     if not 0 <= beta < 1: raise ValueError(f"beta (the gradient momentum β) must lie in [0, 1), got beta={beta!r}")
     if not 0 <= rho < 1: raise ValueError(f"rho (the squared-gradient momentum ρ) must lie in [0, 1), got rho={rho!r}")
     if eps <= 0: raise ValueError(f"eps (ε) must be > 0, got eps={eps!r}")
+    return lr, beta, rho, eps
 
 # %% ../nbs/00_optim.ipynb
 def adam_update_(params: list[Tensor], # θ⁽ⁿ⁾, updated in place to θ⁽ⁿ⁺¹⁾
@@ -38,7 +55,9 @@ def adam_update_(params: list[Tensor], # θ⁽ⁿ⁾, updated in place to θ⁽�
                  eps_inside: bool = True,      # ε inside the square root (Definition 1.1) or outside (Remark 1.2)
                  bias_correction: bool = True, # divide by 1-βⁿ⁺¹ and 1-ρⁿ⁺¹
                 ) -> None:
-    "Definition 1.1, in place on lists of tensors."
+    "Definition 1.1, in place on lists of tensors (complex ones as pairs of reals, as `torch.optim.Adam` does)."
+    if any(p.is_complex() for p in params):
+        params, grads, ms, vs = ([torch.view_as_real(t) if t.is_complex() else t for t in ts] for ts in (params, grads, ms, vs))
     torch._foreach_lerp_(ms, grads, 1 - beta)
     torch._foreach_mul_(vs, rho)
     torch._foreach_addcmul_(vs, grads, grads, value=1 - rho)
@@ -72,10 +91,10 @@ def adam_step(theta: Tensor,      # θ⁽ⁿ⁾
               eps_inside: bool = True, bias_correction: bool = True,
              ) -> tuple[Tensor, AdamState]:
     "One step of Definition 1.1 as a pure function: returns θ⁽ⁿ⁺¹⁾ and the new state."
-    check_hyperparameters(lr, beta, rho, eps)
+    lr, beta, rho, eps = check_hyperparameters(lr, beta, rho, eps)
     theta, m, v = theta.clone(), state.m.clone(), state.v.clone()
     adam_update_([theta], [grad], [m], [v], state.n, lr=lr, beta=beta, rho=rho, eps=eps,
-                 eps_inside=eps_inside, bias_correction=bias_correction)
+                 eps_inside=as_flag('eps_inside', eps_inside), bias_correction=as_flag('bias_correction', bias_correction))
     return theta, AdamState(m, v, state.n + 1)
 
 # %% ../nbs/00_optim.ipynb
@@ -88,15 +107,22 @@ class Adam(torch.optim.Optimizer):
                  eps_inside: bool = True,                      # ε inside the square root, as in the paper
                  bias_correction: bool = True,                 # divide by 1-βⁿ⁺¹ and 1-ρⁿ⁺¹
                 ):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps_inside=eps_inside,
-                                      bias_correction=bias_correction))
+        super().__init__(params, self.check_group(dict(lr=lr, betas=betas, eps=eps, eps_inside=eps_inside,
+                                                   bias_correction=bias_correction)))
+
+    @staticmethod
+    def check_group(group: dict) -> dict:
+        "`group` with its hyperparameters checked, the numbers as floats and the switches as bools."
+        betas = group['betas']
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta, rho), got betas={betas!r}")
+        lr, beta, rho, eps = check_hyperparameters(group['lr'], betas[0], betas[1], group['eps'])
+        return {**group, 'lr': lr, 'betas': (beta, rho), 'eps': eps, 'eps_inside': as_flag('eps_inside', group['eps_inside']),
+                'bias_correction': as_flag('bias_correction', group['bias_correction'])}
 
     def add_param_group(self, param_group: dict):
         "Add a group, checking its hyperparameters first."
-        group = {**self.defaults, **param_group}
-        if len(group['betas']) != 2: raise ValueError(f"betas must be a pair (beta, rho), got betas={group['betas']!r}")
-        check_hyperparameters(group['lr'], group['betas'][0], group['betas'][1], group['eps'])
-        super().add_param_group(param_group)
+        super().add_param_group(self.check_group({**self.defaults, **param_group}))
 
     @torch.no_grad()
     def step(self, closure=None):

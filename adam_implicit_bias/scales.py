@@ -7,7 +7,8 @@ from __future__ import annotations
 import copy
 
 # %% auto 0
-__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'CIFAR', 'EXPERIMENTS', 'check_scale', 'override', 'scale_config', 'scales_table']
+__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'CIFAR', 'PENALTY', 'EXPERIMENTS', 'check_scale', 'override', 'scale_config',
+           'scales_table']
 
 # %% ../nbs/04_scales.ipynb
 SCALES = ('ci', 'cpu', 'paper')
@@ -77,7 +78,18 @@ CIFAR = dict(
                    fig6=[dict(_PAPER_RHO, model='cnn', sweep='rho'), dict(_PAPER_RHO, model='vit', sweep='rho')]))
 
 # %% ../nbs/04_scales.ipynb
-EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, cifar=CIFAR)
+_PENALTY_TRIPLES = [[0.9, 0.95, 0.9], [0.5, 0.9, 0.5], [0.9, 0.95, 0.8], [0.9, 0.9, 0.95]]
+_PENALTY = dict(toy=dict(eps=1e-8, T=1.0, hs=[0.01, 0.005, 0.0025, 0.00125], check_h=0.0025, validity=0.5,
+                         triples=_PENALTY_TRIPLES, horizon=dict(triple=[0.9, 0.95, 0.9], h=0.005, T=4.0)))
+PENALTY = dict(
+    ci=_PENALTY,
+    cpu=override(_PENALTY, toy=dict(hs=[0.01, 0.005, 0.0025, 0.00125, 0.000625], triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]],
+                                    horizon=dict(h=0.0025, T=6.0))),
+    paper=override(_PENALTY, toy=dict(hs=[0.01, 0.005, 0.0025, 0.00125, 0.000625, 0.0003125],
+                                      triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]], horizon=dict(h=0.00125, T=6.0))))
+
+# %% ../nbs/04_scales.ipynb
+EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, cifar=CIFAR, penalty=PENALTY)
 
 def scale_config(experiment: str, # one of `EXPERIMENTS`
                  scale: str,      # one of `SCALES`

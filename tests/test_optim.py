@@ -193,3 +193,60 @@ def test_sparse_gradients_rejected():
     emb(torch.tensor([0, 3])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
         Adam(emb.parameters()).step()
+
+
+@pytest.mark.parametrize("eps_inside", [False, True])
+def test_complex_parameters_as_pairs_of_reals(eps_inside):
+    "Issue 13, item 5: a complex parameter is updated as torch.optim.Adam updates it, as a pair of real parameters."
+    z0 = torch.tensor([0.3 + 1j, -2 + 0.5j, 0.7 - 0.2j])
+    loss = lambda z: (z.abs() ** 4).sum() + (z.real * z.imag).sum()    # a real loss of complex parameters
+    ours, ref = torch.nn.Parameter(z0.clone()), torch.nn.Parameter(z0.clone())
+    opt = Adam([ours], lr=1e-2, betas=(0.9, 0.99), eps=1e-6, eps_inside=eps_inside)
+    # the reference: torch's own Adam (ε outside), or ours on the real view (ε inside: torch has no such placement)
+    real = torch.nn.Parameter(torch.view_as_real(z0.clone()))
+    ref_opt = (torch.optim.Adam([ref], lr=1e-2, betas=(0.9, 0.99), eps=1e-6) if not eps_inside else
+               Adam([real], lr=1e-2, betas=(0.9, 0.99), eps=1e-6))
+    for _ in range(50):
+        for p, o in ((ours, opt), (ref if not eps_inside else real, ref_opt)):
+            o.zero_grad()
+            (loss(p) if p.is_complex() else loss(torch.view_as_complex(p))).backward()
+            o.step()
+    want = ref.detach() if not eps_inside else torch.view_as_complex(real.detach())
+    print(f"eps_inside={eps_inside}: largest deviation from the real-pair update {(ours.detach() - want).abs().max().item():.1e}")
+    assert torch.allclose(ours.detach(), want, rtol=1e-12, atol=1e-14)
+    assert (ours.detach() - z0).imag.abs().min() > 1e-3               # the imaginary parts did move
+
+
+def test_complex_first_step_of_the_issue():
+    z = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex128))
+    z.grad = torch.tensor([1 + 1j, -1j, 1], dtype=torch.complex128)
+    Adam([z], lr=0.1, eps=1e-8, eps_inside=False).step()
+    assert torch.allclose(z.detach(), torch.tensor([-0.1 - 0.1j, 0.1j, -0.1], dtype=torch.complex128), atol=1e-8)
+    theta, _ = adam_step(torch.zeros(3, dtype=torch.complex128), z.grad, adam_init(torch.zeros(3, dtype=torch.complex128)),
+                         lr=0.1, beta=0.9, rho=0.999, eps=1e-12)
+    assert torch.allclose(theta, torch.tensor([-0.1 - 0.1j, 0.1j, -0.1], dtype=torch.complex128))
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(eps_inside='no'), "eps_inside='no'"), (dict(eps_inside=1), "eps_inside=1"),
+                                    (dict(bias_correction=None), "bias_correction=None"), (dict(lr=True), "lr=True"),
+                                    (dict(lr='0.1'), "lr='0.1'"), (dict(eps=torch.tensor([1e-8, 1e-8])), "eps=tensor")])
+def test_flags_are_booleans_and_numbers_are_numbers(kw, msg):
+    "Issue 13, item 6: a string flag was accepted (and meant True); errors name the argument and its value."
+    with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace('[', r'\[')):
+        Adam([torch.nn.Parameter(torch.zeros(2))], **kw)
+    with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace('[', r'\[')):
+        adam_step(torch.zeros(2), torch.ones(2), adam_init(torch.zeros(2)), **{**dict(lr=0.1, beta=0.9, rho=0.99, eps=1e-8), **kw})
+
+
+def test_numpy_and_tensor_scalars_are_numbers():
+    "Issue 13, item 6: lr=np.float32(0.1) was rejected; numpy scalars and 0-d tensors give the same run as Python floats."
+    import numpy as np
+    x, y = data()
+    a, b = small_net(), small_net()
+    ta = train(a, Adam(a.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-6), 10, [(x, y)])
+    opt = Adam(b.parameters(), lr=np.float64(0.01), betas=(torch.tensor(0.9), np.float64(0.99)), eps=torch.tensor(1e-6))
+    assert all(type(v) is float for v in (opt.param_groups[0]['lr'], *opt.param_groups[0]['betas'], opt.param_groups[0]['eps']))
+    assert torch.equal(ta, train(b, opt, 10, [(x, y)]))
+    Adam(b.parameters(), lr=np.float32(0.1), eps_inside=np.bool_(False))
+    adam_step(torch.zeros(2), torch.ones(2), adam_init(torch.zeros(2)), lr=np.float32(0.1), beta=np.float64(0.9),
+              rho=torch.tensor(0.99), eps=1e-8)
