@@ -51,10 +51,15 @@ def schedule_sequence(schedule: Schedule | None, # n ↦ b(n); None for cyclic
     return np.asarray(seq, dtype=np.int64)
 
 # %% ../nbs/02b_minibatch.ipynb
+@lru_cache(maxsize=16)
+def _powers(beta: float, block: int) -> np.ndarray:
+    "The lower-triangular matrix of β^(a-c), c ≤ a < block."
+    k = np.arange(block)
+    return np.tril(beta ** np.maximum(k[:, None] - k[None, :], 0))
+
 def _ema(x: np.ndarray, beta: float, block: int = 128) -> np.ndarray:
     "Rows U_i = β U_{i-1} + (1-β) x_i, U_{-1} = 0, in blocks of `block` rows."
-    k = np.arange(block)
-    powers = np.tril(beta ** np.maximum(k[:, None] - k[None, :], 0))  # β^(a-c) for c ≤ a
+    k, powers = np.arange(block), _powers(beta, block)
     out, u = np.empty_like(x), np.zeros(x.shape[1])
     for s in range(0, len(x), block):
         L = len(x[s:s + block])
@@ -87,10 +92,16 @@ def _check_minibatch(n, beta, rho, eps, h=0.0) -> tuple:
             raise ValueError(f"{name} must be a number for batch losses (per-coordinate {name} needs a single loss), got {name}={v!r}")
     return as_count('n', n), beta, rho, eps, h
 
+@lru_cache(maxsize=8)
+def _both_weights(seq: bytes, m: int, beta: float, rho: float, bias_correction: bool):
+    "`batch_weights` for β and for ρ, cached: an RK4 step asks four times for the same step's weights."
+    seq = np.frombuffer(seq, dtype=np.int64)
+    return batch_weights(seq, m, beta, bias_correction), batch_weights(seq, m, rho, bias_correction)
+
 def _weights(losses, n, beta, rho, schedule, bias_correction, G):
     "W_n, W'_n and the history rows (W_i, W'_i, A_{n,i}, A'_{n,i}) that weigh more than rounding, as tensors like G."
     seq = schedule_sequence(schedule, n, len(losses))
-    (W, A), (W2, A2) = (batch_weights(seq, len(losses), c, bias_correction) for c in (beta, rho))
+    (W, A), (W2, A2) = _both_weights(seq.tobytes(), len(losses), beta, rho, bias_correction)
     c = max(beta, rho)
     start = max(0, n - math.ceil(math.log(1e-17) / math.log(c))) if c > 0 else n  # older rows weigh < 1e-17
     t = lambda a: torch.as_tensor(a, dtype=G.dtype, device=G.device)
@@ -127,9 +138,10 @@ def _history_sums(G, W, W2, A, A2, eps, chunk: int = 1 << 20) -> tuple[Tensor, T
         X2 += A2[s:s + rows].T @ F
     return X, X2
 
-def _hvp(g: Tensor, x: Tensor, v: Tensor) -> Tensor:
-    "H v from a gradient g(x) that carries its graph (zero if the loss is affine)."
-    return torch.autograd.grad(g, x, v, retain_graph=True)[0] if g.requires_grad else torch.zeros_like(v)
+def _hvp_sum(gs: list[Tensor], x: Tensor, vs) -> Tensor:
+    "Σ_b H_b v_b, one backward pass through the gradients g_b(x) that carry their graphs (affine losses add zero)."
+    terms = [(g * v).sum() for g, v in zip(gs, vs) if g.requires_grad]
+    return torch.autograd.grad(sum(terms), x, retain_graph=True)[0] if terms else torch.zeros_like(x)
 
 def minibatch_second_order_field(losses: Sequence[Loss], # E_0, ..., E_{m-1}
                                  theta: Tensor,          # flat θ
@@ -150,6 +162,6 @@ def minibatch_second_order_field(losses: Sequence[Loss], # E_0, ..., E_{m-1}
         M, S = Wn @ G, (W2n @ G.square() + eps).sqrt()
         f = M / S
         X, X2 = _history_sums(G, W, W2, A, A2, eps)
-        HY = sum(_hvp(g, x, X[b] + Wn[b] / 2 * f) for b, g in enumerate(gs))
-        gHY2 = sum(G[b] * _hvp(g, x, X2[b] + W2n[b] / 2 * f) for b, g in enumerate(gs))
+        HY = _hvp_sum(gs, x, X + Wn[:, None] / 2 * f)                             # Σ_b H_b Y_b, in one pass
+        gHY2 = sum(G[b] * _hvp_sum([g], x, [X2[b] + W2n[b] / 2 * f]) for b, g in enumerate(gs)) # Σ_b g_b ⊙ H_b Y'_b
     return f + h * (HY / S - M * gHY2 / S**3)
