@@ -16,7 +16,8 @@ from .bea import Loss, as_count, as_number, check_field_hyperparameters, gradien
 
 # %% auto 0
 __all__ = ['Schedule', 'as_losses', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights',
-           'minibatch_moments', 'minibatch_first_order_field', 'minibatch_second_order_field']
+           'minibatch_moments', 'minibatch_first_order_field', 'minibatch_second_order_field',
+           'preconditioned_correction']
 
 # %% ../nbs/02b_minibatch.ipynb
 Schedule = Callable[[int], int]
@@ -130,13 +131,14 @@ def minibatch_first_order_field(losses: Sequence[Loss], theta: Tensor, *, beta: 
 # %% ../nbs/02b_minibatch.ipynb
 def _history_sums(G, W, W2, A, A2, eps, chunk: int = 1 << 20) -> tuple[Tensor, Tensor]:
     "X_b = Σ_i A[i,b] f_i and X'_b = Σ_i A2[i,b] f_i, f_i = (W_i·G)/√(W2_i·G² + ε), over the given rows, in chunks."
-    X, X2, G2 = torch.zeros_like(G), torch.zeros_like(G), G.square()
+    m, G2, AA = len(G), G.square(), torch.cat([A, A2], dim=1)
+    XX = G.new_zeros(2 * m, G.shape[1])
     rows = max(1, chunk // G.shape[1])
     for s in range(0, len(W), rows):
-        F = (W[s:s + rows] @ G) / (W2[s:s + rows] @ G2 + eps).sqrt()   # f_i(θ) for the past steps i
-        X += A[s:s + rows].T @ F
-        X2 += A2[s:s + rows].T @ F
-    return X, X2
+        F = W[s:s + rows] @ G
+        F.mul_((W2[s:s + rows] @ G2).add_(eps).rsqrt_())   # f_i(θ) for the past steps i, in place
+        XX.addmm_(AA[s:s + rows].T, F)
+    return XX[:m], XX[m:]
 
 def _hvp_sum(gs: list[Tensor], x: Tensor, vs) -> Tensor:
     "Σ_b H_b v_b, one backward pass through the gradients g_b(x) that carry their graphs (affine losses add zero)."
@@ -165,3 +167,11 @@ def minibatch_second_order_field(losses: Sequence[Loss], # E_0, ..., E_{m-1}
         HY = _hvp_sum(gs, x, X + Wn[:, None] / 2 * f)                             # Σ_b H_b Y_b, in one pass
         gHY2 = sum(G[b] * _hvp_sum([g], x, [X2[b] + W2n[b] / 2 * f]) for b, g in enumerate(gs)) # Σ_b g_b ⊙ H_b Y'_b
     return f + h * (HY / S - M * gHY2 / S**3)
+
+# %% ../nbs/02b_minibatch.ipynb
+def preconditioned_correction(losses: Sequence[Loss], theta: Tensor, *, beta: float, rho: float, eps: float, n: int,
+                              schedule: Schedule | None = None, bias_correction: bool = True) -> Tensor:
+    "K_n = S_n ⊙ (f̃_n - f_n)/h: the second-order correction after Adam's own preconditioning (one batch, ε → 0: c(β,ρ)∇‖∇E‖_{1,ε})."
+    kw = dict(beta=beta, rho=rho, eps=eps, n=n, schedule=schedule, bias_correction=bias_correction)
+    M, S = minibatch_moments(losses, theta, **kw)
+    return S * (minibatch_second_order_field(losses, theta, h=1.0, **kw) - M / S)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import copy
 
 # %% auto 0
-__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'CIFAR', 'EXPERIMENTS', 'check_scale', 'scale_config', 'scales_table']
+__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'MINIBATCH_CLOSENESS', 'CIFAR', 'EXPERIMENTS', 'check_scale', 'scale_config',
+           'scales_table']
 
 # %% ../nbs/04_scales.ipynb
 SCALES = ('ci', 'cpu', 'paper')
@@ -57,6 +58,31 @@ CLOSENESS = dict(
 )
 
 # %% ../nbs/04_scales.ipynb
+MINIBATCH_CLOSENESS = dict(
+    # ci: well under a minute of compute on 2 cores; Figure 3's ci subset and network, 4 batches of 50
+    ci   =dict(n_train=200, hidden=16, seed=0, beta=0.9, rho=0.95, substeps=1, batches=4, schedule='cyclic',
+               panel_a=dict(eps=1e-6, h=1e-5),
+               curves=[dict(eps=0.1, T=0.02, hs=[1e-3, 5e-4, 2.5e-4]),
+                       dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5])],
+               surprise=dict(batches=[2, 4, 8], curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5]),
+                                                        dict(eps=0.1, T=0.02, hs=[1e-3, 5e-4, 2.5e-4])])),
+    # cpu: Figure 3's cpu subset (500 images, RK4 with 2 substeps), Figure 3's horizons, finer h
+    cpu  =dict(n_train=500, hidden=16, seed=0, beta=0.9, rho=0.95, substeps=2, batches=4, schedule='cyclic',
+               panel_a=dict(eps=1e-6, h=5e-6),
+               curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4]),
+                       dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6])],
+               surprise=dict(batches=[2, 4, 8], curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6]),
+                                                        dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4])])),
+    # paper: Figure 3's paper subset and network (1,000 images, 784-32-10), finer h again
+    paper=dict(n_train=1000, hidden=32, seed=0, beta=0.9, rho=0.95, substeps=2, batches=4, schedule='cyclic',
+               panel_a=dict(eps=1e-6, h=2.5e-6),
+               curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5]),
+                       dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6, 1.25e-6])],
+               surprise=dict(batches=[2, 4, 8, 16], curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6]),
+                                                            dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4])])),
+)
+
+# %% ../nbs/04_scales.ipynb
 CIFAR = dict(
     # ci: every figure and the table in minutes on 2 CPU cores; tiny networks, 100 images, so trends are noise-level
     ci   =dict(n_train=100, n_test=200, download=False, chunk=500, eps=1e-8, eval_every=5, ckpt_every=50, device='cpu', dtype='float32',
@@ -89,7 +115,7 @@ CIFAR = dict(
 )
 
 # %% ../nbs/04_scales.ipynb
-EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, cifar=CIFAR)
+EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, cifar=CIFAR, minibatch_closeness=MINIBATCH_CLOSENESS)
 
 def scale_config(experiment: str, # one of `EXPERIMENTS`
                  scale: str,      # one of `SCALES`
