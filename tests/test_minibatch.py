@@ -170,3 +170,34 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="needs beta and rho"): first_order_field(losses, THETA, eps=0.1, n=2)
     with pytest.raises(ValueError, match="loss must be"): adam_trajectory([], THETA, steps=2, **kw)
     with pytest.raises(ValueError, match="rho=1.0"): modified_ode_trajectory(losses, THETA, steps=2, **(kw | dict(rho=1.0)))
+
+# ------------------------------------------------------------------------------------------------ the small-ε penalty (question 6)
+
+def jacobian(F, t, d=1e-5):
+    e = torch.eye(len(t))
+    return torch.stack([(F(t + d * e[i]) - F(t - d * e[i])) / (2 * d) for i in range(len(t))], dim=1)
+
+def test_small_eps_cyclic_correction_is_not_a_gradient_field():
+    """With one batch and ε → 0 the preconditioned correction R ⊙ (f̃ - f)/h is c(β,ρ)∇‖∇E‖_{1,ε}, a gradient; with 4 batches in a
+    cyclic order (n → ∞) its Jacobian is far from symmetric at every phase, and the circulation around a small loop agrees."""
+    from adam_implicit_bias.minibatch import preconditioned_correction
+    beta, rho, eps = 0.9, 0.95, 1e-12
+    K = lambda L, phase=0: (lambda t: preconditioned_correction(L, t, beta=beta, rho=rho, eps=eps, n=1000 + phase))
+    asym = lambda J: ((J - J.T).norm() / (J + J.T).norm()).item()
+    penalty = lambda t: (torch.func.grad(FULL)(t) ** 2 + eps).sqrt().sum()
+    c = beta / (1 - beta) - rho / (1 - rho)
+    assert torch.allclose(K([FULL])(THETA), c * torch.func.grad(penalty)(THETA), rtol=1e-7)
+    full = asym(jacobian(K([FULL]), THETA))
+    phases = [asym(jacobian(K(batches(4), p), THETA)) for p in range(4)]
+    J = jacobian(K(batches(4)), THETA)
+    u, v = torch.linalg.svd(J - J.T)[0][:, :2].T
+    r, q = 1e-3, 32
+    angles = torch.arange(q) * 2 * math.pi / q
+    loop = lambda F: (sum(F(THETA + r * (a.cos() * u + a.sin() * v)) @ (r * (-a.sin() * u + a.cos() * v)) for a in angles)
+                      * 2 * math.pi / q).item()
+    predicted = math.pi * r**2 * (v @ J @ u - u @ J @ v).item()
+    circ_mini, circ_full = loop(K(batches(4))), loop(K([FULL]))
+    print(f"\nJacobian asymmetry ‖J-Jᵀ‖/‖J+Jᵀ‖: full batch {full:.1e}; 4 batches, phases 0-3: {np.round(phases, 3)}\n"
+          f"circulation, r = 1e-3: 4 batches {circ_mini:.4e} (from J: {predicted:.4e}), full batch {circ_full:.1e}")
+    assert full < 1e-6 and min(phases) > 0.05
+    assert math.isclose(circ_mini, predicted, rel_tol=1e-2) and abs(circ_full) < 1e-5 * abs(circ_mini)
