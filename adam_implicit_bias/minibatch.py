@@ -44,6 +44,7 @@ def schedule_sequence(schedule: Schedule | None, # n ↦ b(n); None for cyclic
                       m: int,                    # the number of batches
                      ) -> np.ndarray:
     "b(0), ..., b(n), checked to be whole numbers in 0..m-1."
+    n, m = as_count('n', n), as_count('m', m, minimum=1)
     schedule = schedule or cyclic_schedule(m)
     seq = [schedule(i) for i in range(n + 1)]
     for i, b in enumerate(seq):
@@ -74,6 +75,10 @@ def batch_weights(seq: np.ndarray,               # b(0), ..., b(n)
                   bias_correction: bool = True,
                  ) -> tuple[np.ndarray, np.ndarray]:
     "W_i[b] for i = 0..n, shape [n+1, m], and the history weights A_{n,i}[b] for i = 0..n-1, shape [n, m]."
+    beta, = check_field_hyperparameters(beta=beta)
+    seq, m = np.asarray(seq), as_count('m', m, minimum=1)
+    if seq.ndim != 1 or len(seq) == 0 or seq.dtype.kind not in 'iu' or seq.min() < 0 or seq.max() >= m:
+        raise ValueError(f"seq must be a non-empty sequence of batch indices in 0..{m - 1}, got seq={seq!r}")
     n = len(seq) - 1
     onehot = np.zeros((n + 1, m)); onehot[np.arange(n + 1), seq] = 1
     steps = np.arange(n + 1)
