@@ -65,7 +65,7 @@ MINIBATCH_CLOSENESS = dict(
                curves=[dict(eps=0.1, T=0.02, hs=[1e-3, 5e-4, 2.5e-4]),
                        dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5])],
                surprise=dict(batches=[2, 4, 8], curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5]),
-                                                        dict(eps=0.1, T=0.02, hs=[1e-3, 5e-4, 2.5e-4])])),
+                                                        dict(eps=0.1, T=0.01, hs=[1e-3, 5e-4, 2.5e-4])])),
     # cpu: Figure 3's cpu subset (500 images, RK4 with 2 substeps), Figure 3's horizons, finer h
     cpu  =dict(n_train=500, hidden=16, seed=0, beta=0.9, rho=0.95, substeps=2, batches=4, schedule='cyclic',
                panel_a=dict(eps=1e-6, h=5e-6),
