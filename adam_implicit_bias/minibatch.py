@@ -45,7 +45,7 @@ def schedule_sequence(schedule: Schedule | None, # n ↦ b(n); None for cyclic
                      ) -> np.ndarray:
     "b(0), ..., b(n), checked to be whole numbers in 0..m-1."
     n, m = as_count('n', n), as_count('m', m, minimum=1)
-    schedule = schedule or cyclic_schedule(m)
+    if schedule is None: return np.arange(n + 1, dtype=np.int64) % m
     seq = [schedule(i) for i in range(n + 1)]
     for i, b in enumerate(seq):
         if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)) or not 0 <= b < m:

@@ -15,13 +15,14 @@ from adam_implicit_bias.closeness import mnist_mlp_loss
 from adam_implicit_bias.fields import first_order_field, gradient, second_order_field
 
 
-def median_time(f, repeats):
-    "The median of `repeats` timings of f(), after one warm-up call."
-    f()
-    times = []
+def median_times(fs: dict, repeats):
+    "Median time of each function in `fs`, timed in interleaved rounds (each round calls each once), so that all see the same load."
+    for f in fs.values(): f()
+    times = {k: [] for k in fs}
     for _ in range(repeats):
-        s = time.perf_counter(); f(); times.append(time.perf_counter() - s)
-    return sorted(times)[len(times) // 2]
+        for k, f in fs.items():
+            s = time.perf_counter(); f(); times[k].append(time.perf_counter() - s)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def backward_passes(f):
@@ -44,19 +45,21 @@ def main():
     losses, theta = mnist_mlp_loss(200, 16, batches=m)
     full, _ = mnist_mlp_loss(200, 16)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {theta.numel():,} parameters, {m} batches of {200 // m}")
-    t_full = median_time(lambda: gradient(full, theta), a.repeats)
-    t_batch = median_time(lambda: gradient(losses[0], theta), a.repeats)
     kw = dict(beta=0.9, rho=0.95, eps=1e-6)
-    t_f1 = median_time(lambda: first_order_field(losses, theta, n=100, **kw), a.repeats)
-    t_full2 = median_time(lambda: second_order_field(full, theta, h=1e-3, n=100, **kw), a.repeats)
-    print(f"one full-batch gradient {t_full * 1e3:.2f} ms; one batch gradient {t_batch * 1e3:.2f} ms; first-order field M_n/S_n "
-          f"{t_f1 * 1e3:.2f} ms ({t_f1 / t_full:.1f}x a full gradient); full-batch second-order field {t_full2 * 1e3:.2f} ms "
-          f"({t_full2 / t_full:.1f}x)")
-    for n in (0, 10, 100, 400, 1000, 3000):
-        f = lambda: second_order_field(losses, theta, h=1e-3, n=n, **kw)
-        passes, t = backward_passes(f), median_time(f, max(3, a.repeats // 2))
-        print(f"n = {n:>5}: {passes} backward passes (2m + 1 = {2 * m + 1}); {t * 1e3:8.2f} ms = {t / t_full:6.1f}x a full-batch "
-              f"gradient, {t / t_batch:6.1f}x a batch gradient")
+    ns = (0, 10, 100, 400, 1000, 3000)
+    fs = {'full gradient': lambda: gradient(full, theta), 'batch gradient': lambda: gradient(losses[0], theta),
+          'first-order field M_n/S_n': lambda: first_order_field(losses, theta, n=100, **kw),
+          'full-batch second-order field': lambda: second_order_field(full, theta, h=1e-3, n=100, **kw)}
+    fs |= {n: (lambda n=n: second_order_field(losses, theta, h=1e-3, n=n, **kw)) for n in ns}
+    t = median_times(fs, a.repeats)
+    g = t['full gradient']
+    print(f"one full-batch gradient {g * 1e3:.2f} ms; one batch gradient {t['batch gradient'] * 1e3:.2f} ms; "
+          f"first-order field M_n/S_n {t['first-order field M_n/S_n'] * 1e3:.2f} ms ({t['first-order field M_n/S_n'] / g:.1f}x a "
+          f"full-batch gradient); full-batch second-order field {t['full-batch second-order field'] * 1e3:.2f} ms "
+          f"({t['full-batch second-order field'] / g:.1f}x)")
+    for n in ns:
+        print(f"mini-batch second-order field, n = {n:>5}: {backward_passes(fs[n])} backward passes (2m + 1 = {2 * m + 1}); "
+              f"{t[n] * 1e3:8.2f} ms = {t[n] / g:6.1f}x a full-batch gradient, {t[n] / t['batch gradient']:6.1f}x a batch gradient")
 
 
 if __name__ == '__main__':
