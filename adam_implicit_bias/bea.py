@@ -4,6 +4,7 @@
 
 # %% ../nbs/01_bea.ipynb 2
 from __future__ import annotations
+import numbers
 from functools import lru_cache
 from typing import Callable
 
@@ -13,26 +14,65 @@ from torch import Tensor
 from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
+from .optim import check_hyperparameters
+
 # %% auto 0
-__all__ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients',
-           'heavy_ball_modified_loss', 'heavy_ball_field', 'rk4_step', 'piecewise_trajectory', 'gd_trajectory',
-           'heavy_ball_trajectory']
+__all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'flat_loss', 'gradient', 'grad_and_hvp',
+           'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients', 'heavy_ball_modified_loss', 'heavy_ball_field',
+           'rk4_step', 'piecewise_trajectory', 'gd_trajectory', 'heavy_ball_trajectory']
+
+# %% ../nbs/01_bea.ipynb
+def as_number(name: str, value) -> float:
+    "`value` as a float: Python, numpy and 0-d tensor numbers are accepted; anything else raises a `ValueError` naming `name`."
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0: value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {name}={value!r}")
+    return float(value)
+
+def as_count(name: str, value, minimum: int = 0) -> int:
+    "`value` as an int >= `minimum`: Python, numpy and 0-d tensor integers are accepted."
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0: value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {name}={value!r}")
+    return int(value)
+
+def _extremes(name: str, value) -> list[float]:
+    "The elements that decide whether `value` is in range: the number itself, or a tensor's first non-finite, or smallest and largest, element."
+    if not (isinstance(value, (Tensor, np.ndarray)) and value.ndim > 0): return [as_number(name, value)]
+    t = torch.as_tensor(value).detach()
+    if t.numel() == 0 or t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must be a number or a non-empty real tensor, got {name}={value!r}")
+    t = t.double().flatten()
+    bad = t[~torch.isfinite(t)]
+    return [bad[0].item()] if len(bad) else [t.min().item(), t.max().item()]
+
+def check_field_hyperparameters(**values) -> tuple:
+    "`optim.check_hyperparameters` for any of h, beta, rho, eps (numbers, or per-coordinate tensors elementwise); the values, scalars as floats."
+    valid = dict(h=0.0, beta=0.0, rho=0.0, eps=1.0)
+    for name, value in values.items():
+        if name not in valid: raise TypeError(f"unknown hyperparameter {name!r}; known: {', '.join(valid)}")
+        for x in _extremes(name, value):
+            a = {**valid, name: x}
+            try: check_hyperparameters(a['h'], a['beta'], a['rho'], a['eps'])
+            except ValueError as e: raise ValueError(f"{name}={value!r} is out of range: {e}") from None
+    return tuple(v if isinstance(v, (Tensor, np.ndarray)) and v.ndim > 0 else as_number(k, v) for k, v in values.items())
 
 # %% ../nbs/01_bea.ipynb
 Loss = Callable[[Tensor], Tensor]
 
-def flat_loss(model: torch.nn.Module,  # any module
+def flat_loss(model: torch.nn.Module,  # any module, in the mode (train/eval) whose loss is wanted
               loss_fn: Callable,        # loss_fn(model_output, target) -> scalar
               batch: tuple,             # (inputs, targets)
              ) -> tuple[Loss, Tensor]:
-    "A loss θ ↦ E(θ) over the flattened parameters of `model` on `batch`, and the current θ."
+    "A loss θ ↦ E(θ) over the flattened parameters of `model` on `batch`, and the current θ; the model's buffers are never changed."
     names, params = zip(*[(k, v.detach()) for k, v in model.named_parameters()])
     shapes, sizes = [p.shape for p in params], [p.numel() for p in params]
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     x, y = batch
     def loss(theta: Tensor) -> Tensor:
         tensors = [t.view(s) for t, s in zip(torch.split(theta, sizes), shapes)]
-        return loss_fn(functional_call(model, ({**dict(zip(names, tensors)), **buffers},), (x,)), y)
+        state = {**dict(zip(names, tensors)), **{k: b.clone() for k, b in buffers.items()}} # copies: BatchNorm updates them
+        return loss_fn(functional_call(model, (state,), (x,)), y)
     return loss, torch.cat([p.flatten() for p in params])
 
 # %% ../nbs/01_bea.ipynb
@@ -58,10 +98,12 @@ def grad_and_hvp(loss: Loss,                       # θ ↦ E(θ)
 # %% ../nbs/01_bea.ipynb
 def gd_modified_loss(loss: Loss, *, h: float) -> Loss:
     "Barrett & Dherin's modified loss of gradient descent with step h: E + (h/4)‖∇E‖²."
+    h, = check_field_hyperparameters(h=h)
     return lambda theta: loss(theta) + h / 4 * grad(loss)(theta).pow(2).sum()
 
 def gd_field(loss: Loss, theta: Tensor, *, h: float) -> Tensor:
     "The modified field of gradient descent, ∇E + (h/2) H∇E = ∇(modified loss); one gradient and one HVP."
+    h, = check_field_hyperparameters(h=h)
     g, Hg = grad_and_hvp(loss, theta, lambda g: g)
     return g + h / 2 * Hg
 
@@ -71,7 +113,9 @@ def heavy_ball_coefficients(beta: float, # momentum β in [0, 1)
                             n: int | None = None, # step index; None for the limit n → ∞
                            ) -> tuple[float, float]:
     "(s_n, a_n) of the heavy-ball field s_n g + h a_n H g on the n-th interval."
+    beta, = check_field_hyperparameters(beta=beta)
     if n is None: return 1 / (1 - beta), (1 + beta) / (2 * (1 - beta) ** 3)
+    n = as_count('n', n)
     s = (1 - beta ** (np.arange(n + 1) + 1)) / (1 - beta)  # s_0 .. s_n
     w = beta ** np.arange(n + 1) / s[n]
     S = np.concatenate([[0.0], np.cumsum(s[:n][::-1])])   # S_k = s_{n-1} + ... + s_{n-k}
@@ -79,10 +123,12 @@ def heavy_ball_coefficients(beta: float, # momentum β in [0, 1)
 
 def heavy_ball_modified_loss(loss: Loss, *, h: float, beta: float) -> Loss:
     "Example 2.1's modified loss E + h(1+β)/(4(1-β)²)‖∇E‖²."
+    h, beta = check_field_hyperparameters(h=h, beta=beta)
     return lambda theta: loss(theta) + h * (1 + beta) / (4 * (1 - beta) ** 2) * grad(loss)(theta).pow(2).sum()
 
 def heavy_ball_field(loss: Loss, theta: Tensor, *, h: float, beta: float, n: int | None = None) -> Tensor:
     "The modified field of heavy-ball momentum on the n-th interval (n=None: Example 2.1's (1/(1-β))∇Ẽ)."
+    h, = check_field_hyperparameters(h=h)
     s, a = heavy_ball_coefficients(beta, n)
     g, Hg = grad_and_hvp(loss, theta, lambda g: g)
     return s * g + h * a * Hg
@@ -103,6 +149,8 @@ def piecewise_trajectory(field: Callable[[int, Tensor], Tensor], # (n, θ) ↦ f
                          progress: bool = False,                 # show a tqdm bar
                         ) -> Tensor:
     "θ̃(nh), n = 0..steps, of the piecewise ODE θ' = -f̃_n(θ) on [nh, (n+1)h]; shape [steps+1, p]."
+    h, = check_field_hyperparameters(h=h)
+    steps, substeps = as_count('steps', steps), as_count('substeps', substeps, minimum=1)
     out = [theta0.detach()]
     theta = theta0.detach()
     for n in tqdm(range(steps), disable=not progress, desc='ODE', leave=False):
@@ -113,14 +161,16 @@ def piecewise_trajectory(field: Callable[[int, Tensor], Tensor], # (n, θ) ↦ f
 # %% ../nbs/01_bea.ipynb
 def gd_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int) -> Tensor:
     "Gradient-descent iterates θ⁽ⁿ⁾, n = 0..steps."
+    h, = check_field_hyperparameters(h=h)
     out, theta = [theta0.detach()], theta0.detach()
-    for _ in range(steps):
+    for _ in range(as_count('steps', steps)):
         theta = theta - h * gradient(loss, theta); out.append(theta)
     return torch.stack(out)
 
 def heavy_ball_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int, beta: float) -> Tensor:
     "Heavy-ball iterates θ⁽ⁿ⁺¹⁾ = θ⁽ⁿ⁾ - h v⁽ⁿ⁺¹⁾, v⁽ⁿ⁺¹⁾ = β v⁽ⁿ⁾ + ∇E(θ⁽ⁿ⁾), v⁽⁰⁾ = 0."
+    h, beta = check_field_hyperparameters(h=h, beta=beta)
     out, theta, v = [theta0.detach()], theta0.detach(), torch.zeros_like(theta0)
-    for _ in range(steps):
+    for _ in range(as_count('steps', steps)):
         v = beta * v + gradient(loss, theta); theta = theta - h * v; out.append(theta)
     return torch.stack(out)

@@ -13,28 +13,35 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import load_mnist
-from .fields import Loss, flat_loss, adam_trajectory, modified_ode_trajectory
+from .fields import Loss, as_losses, flat_loss, adam_trajectory, modified_ode_trajectory, shuffled_schedule
 from .files import atomic_write_bytes, json_hash, write_checked_json, read_checked_json, results_dir
 from .optim import check_hyperparameters
 from .runs import RunsFailed, run_parallel, torch_threads
 
 # %% auto 0
-__all__ = ['CACHE_VERSION', 'mnist_mlp_loss', 'closeness_errors', 'fit_slope', 'finest_pair_slope', 'point_config', 'cache_path',
-           'closeness_point', 'closeness_sweep']
+__all__ = ['CACHE_VERSION', 'SCHEDULES', 'mnist_mlp_loss', 'closeness_errors', 'fit_slope', 'finest_pair_slope', 'point_config',
+           'cache_path', 'closeness_point', 'closeness_sweep']
 
 # %% ../nbs/08_closeness.ipynb
 def mnist_mlp_loss(n_train: int,            # class-balanced MNIST images (a multiple of 10)
                    hidden: int,             # width of the tanh layer
-                   *, seed: int = 0,        # seeds the subset and the initialization
+                   *, seed: int = 0,        # seeds the subset, the initialization and the split into batches
                    root: str | Path | None = None, # data folder; see `files.data_dir`
                    device: str | torch.device = 'cpu',
-                  ) -> tuple[Loss, Tensor]:
-    "Full-batch cross-entropy E(θ) of a tanh MLP 784-hidden-10 in float64 on MNIST, and its initial θ⁽⁰⁾."
+                   batches: int | None = None, # None: the full-batch loss; m: the losses of m equal random batches
+                  ) -> tuple[Loss | list[Loss], Tensor]:
+    "Cross-entropy E(θ) of a tanh MLP 784-hidden-10 in float64 on MNIST (or its m batch losses), and the initial θ⁽⁰⁾."
+    if batches is not None and (not isinstance(batches, int) or batches < 1 or n_train % batches):
+        raise ValueError(f"batches must be None or a whole number >= 1 that divides n_train={n_train}, got batches={batches!r}")
     x, y = load_mnist(n_train, root=root, seed=seed, dtype=torch.float64, device=device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Linear(784, hidden), nn.Tanh(), nn.Linear(hidden, 10))
-    return flat_loss(model.to(device=device, dtype=torch.float64), nn.functional.cross_entropy, (x, y))
+    model = model.to(device=device, dtype=torch.float64)
+    if batches is None: return flat_loss(model, nn.functional.cross_entropy, (x, y))
+    split = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed)).view(batches, -1).to(device)
+    losses = [flat_loss(model, nn.functional.cross_entropy, (x[i], y[i]))[0] for i in split]
+    return losses, flat_loss(model, nn.functional.cross_entropy, (x, y))[1]
 
 # %% ../nbs/08_closeness.ipynb
 def _steps(h: float, T: float) -> int:
@@ -50,26 +57,31 @@ def _max_diff(a: Tensor, b: Tensor) -> Tensor:
     "‖a_n - b_n‖_∞ for each row n, as float64 on the CPU."
     return (a - b).abs().amax(dim=1).double().cpu()
 
-def closeness_errors(loss: Loss,           # θ ↦ E(θ), full batch
+def closeness_errors(loss: Loss | list[Loss], # θ ↦ E(θ), full batch; or the batch losses E_0, ..., E_{m-1}
                      theta0: Tensor,       # θ⁽⁰⁾ = θ̃(0), flat
                      *, h: float,          # step size
                      T: float,             # horizon: N = T/h steps
                      beta: float, rho: float, eps: float,
                      substeps: int = 1,    # RK4 steps per interval
                      check: bool = True,   # also solve at 2·substeps and return the integration errors δ
+                     schedule=None,        # batches only: n ↦ b(n); None for n mod m
+                     second: bool = True,  # also the second-order ODE
                     ) -> dict:
     "Per-step errors e⁽¹⁾_n, e⁽²⁾_n of the first- and second-order ODEs against Adam, n = 0..T/h, and the halving check δ."
-    N, hyper = _steps(h, T), dict(h=h, beta=beta, rho=rho, eps=eps)
+    N, hyper, losses = _steps(h, T), dict(h=h, beta=beta, rho=rho, eps=eps), as_losses(loss)
     check_hyperparameters(h, beta, rho, eps)
     if not (isinstance(substeps, int) and substeps >= 1): raise ValueError(f"substeps must be an integer >= 1, got {substeps!r}")
-    adam = adam_trajectory(loss, theta0, steps=N, **hyper)
+    adam = adam_trajectory(loss, theta0, steps=N, schedule=schedule, **hyper)
     out = dict(steps=N)
-    for k, order in ((1, 'first'), (2, 'second')):
-        ode = modified_ode_trajectory(loss, theta0, steps=N, order=k, substeps=substeps, **hyper)
-        out[order] = _max_diff(adam, ode)
-        out[f'check_{order}'] = _max_diff(ode, modified_ode_trajectory(loss, theta0, steps=N, order=k, substeps=2 * substeps,
-                                                                        **hyper)).max().item() if check else None
-    out['diverged'] = not (torch.isfinite(out['first']).all() and torch.isfinite(out['second']).all()).item()
+    for k, order in ((1, 'first'), (2, 'second'))[:2 if second else 1]:
+        ode = lambda s: modified_ode_trajectory(loss, theta0, steps=N, order=k, substeps=s, schedule=schedule, **hyper)
+        sol = ode(substeps)
+        out[order] = _max_diff(adam, sol)
+        out[f'check_{order}'] = _max_diff(sol, ode(2 * substeps)).max().item() if check else None
+    if len(losses) > 1:   # the full-batch first-order ODE g/R of E = mean of the E_b: the first-order surprise
+        mean = lambda t: sum(E(t) for E in losses) / len(losses)
+        out['first_full'] = _max_diff(adam, modified_ode_trajectory(mean, theta0, steps=N, order=1, substeps=substeps, **hyper))
+    out['diverged'] = not all(torch.isfinite(out[k]).all() for k in ('first', 'second', 'first_full') if k in out)
     return out
 
 # %% ../nbs/08_closeness.ipynb
@@ -89,14 +101,27 @@ def finest_pair_slope(hs, errors) -> float:
 # %% ../nbs/08_closeness.ipynb
 CACHE_VERSION = 2  # 2: the thread count is part of a point; records are verified by their SHA-256
 
-def point_config(cfg: dict,   # a `CLOSENESS` scale config (see `04_scales`)
+SCHEDULES = dict(cyclic=lambda m, seed: None, shuffled=shuffled_schedule) # name -> (m, seed) ↦ schedule
+
+def point_config(cfg: dict,   # a `CLOSENESS` (or `MINIBATCH_CLOSENESS`) scale config (see `04_scales`)
                  curve: dict, # one of its curves: dict(eps=, T=, hs=[...]), optionally substeps= (overrides the config's)
                  h: float,    # one step size of the curve
                 ) -> dict:
     "Everything that determines one point of the sweep; the substep-halving check runs at the curve's coarsest h."
-    return dict(version=CACHE_VERSION, n_train=cfg['n_train'], hidden=cfg['hidden'], seed=cfg['seed'], beta=cfg['beta'],
-                rho=cfg['rho'], eps=curve['eps'], T=curve['T'], h=h, substeps=curve.get('substeps', cfg['substeps']),
-                check=h == max(curve['hs']), threads=cfg.get('threads', 1))
+    point = dict(version=CACHE_VERSION, n_train=cfg['n_train'], hidden=cfg['hidden'], seed=cfg['seed'], beta=cfg['beta'],
+                 rho=cfg['rho'], eps=curve['eps'], T=curve['T'], h=h, substeps=curve.get('substeps', cfg['substeps']),
+                 check=h == max(curve['hs']), threads=cfg.get('threads', 1))
+    if cfg.get('batches') is not None:
+        if cfg.get('schedule', 'cyclic') not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got schedule={cfg['schedule']!r}")
+        point.update(batches=cfg['batches'], schedule=cfg.get('schedule', 'cyclic'))
+    if not cfg.get('second', True): point['second'] = False
+    return point
+
+def _error_keys(point: dict) -> list[str]:
+    "The per-step error lists a point's record holds."
+    return (['first'] + (['second'] if point.get('second', True) else []) +
+            (['first_full'] if (point.get('batches') or 1) > 1 else []))
 
 def cache_path(point: dict, results: str | Path | None = None) -> Path:
     "results/closeness/<hash of the point's config>.json"
@@ -106,7 +131,7 @@ def _cached(path: Path, point: dict) -> dict | None:
     "The cached record at `path` if it is verified, intact and the record of `point`, else None."
     rec = read_checked_json(path)
     ok = (isinstance(rec, dict) and rec.get('config') == point and
-          all(isinstance(rec.get(k), list) and len(rec[k]) == rec.get('steps', -1) + 1 for k in ('first', 'second')))
+          all(isinstance(rec.get(k), list) and len(rec[k]) == rec.get('steps', -1) + 1 for k in _error_keys(point)))
     return rec if ok else None
 
 # %% ../nbs/08_closeness.ipynb
@@ -114,13 +139,15 @@ def closeness_point(item: tuple) -> dict:
     "Compute and cache one point: item = (point config, results folder, device, data root)."
     point, results, device, root = item
     with torch_threads(point['threads']):
-        loss, theta0 = mnist_mlp_loss(point['n_train'], point['hidden'], seed=point['seed'], root=root, device=device)
+        loss, theta0 = mnist_mlp_loss(point['n_train'], point['hidden'], seed=point['seed'], root=root, device=device,
+                                      batches=point.get('batches'))
+        schedule = SCHEDULES[point['schedule']](point['batches'], point['seed']) if 'batches' in point else None
         start = time.perf_counter()
         e = closeness_errors(loss, theta0, h=point['h'], T=point['T'], beta=point['beta'], rho=point['rho'], eps=point['eps'],
-                             substeps=point['substeps'], check=point['check'])
-    rec = dict(config=point, steps=e['steps'], first=e['first'].tolist(), second=e['second'].tolist(),
-               max_first=e['first'].max().item(), max_second=e['second'].max().item(),
-               check_first=e['check_first'], check_second=e['check_second'], diverged=e['diverged'],
+                             substeps=point['substeps'], check=point['check'], schedule=schedule, second=point.get('second', True))
+    keys = _error_keys(point)
+    rec = dict(config=point, steps=e['steps'], **{k: e[k].tolist() for k in keys}, **{f'max_{k}': e[k].max().item() for k in keys},
+               check_first=e['check_first'], check_second=e.get('check_second'), diverged=e['diverged'],
                seconds=time.perf_counter() - start)
     write_checked_json(cache_path(point, results), rec)
     return rec
@@ -132,7 +159,7 @@ def closeness_sweep(cfg: dict,                        # a `CLOSENESS` scale conf
                     jobs: int | None = None,          # parallel processes (None: one per core; 1: in this process)
                     progress: bool = True,            # a tqdm bar over the points
                    ) -> list[dict]:
-    "One record per (curve, h): its config, per-step errors of both ODEs, their maxima, the check, and whether it was cached."
+    "One record per (curve, h): its config, per-step errors of the ODEs, their maxima, the check, and whether it was cached."
     results = str(results_dir(results).resolve())
     points = [point_config(cfg, c, h) for c in sorted(cfg['curves'], key=lambda c: -c['eps']) for h in sorted(c['hs'], reverse=True)]
     cached = [_cached(cache_path(p, results), p) for p in points]

@@ -5,26 +5,33 @@
 # %% ../nbs/02_adam_ode.ipynb 2
 from __future__ import annotations
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
 from torch.func import grad
 
-from .optim import adam_init, adam_step, check_hyperparameters
-from .bea import (Loss, flat_loss, gradient, grad_and_hvp, piecewise_trajectory, gd_modified_loss, gd_field,
-                                    gd_trajectory, heavy_ball_coefficients, heavy_ball_field, heavy_ball_modified_loss,
-                                    heavy_ball_trajectory)
+from .optim import adam_init, adam_step
+from .bea import (Loss, as_count, as_number, check_field_hyperparameters, flat_loss, gradient, grad_and_hvp,
+                                    piecewise_trajectory, gd_modified_loss, gd_field, gd_trajectory, heavy_ball_coefficients,
+                                    heavy_ball_field, heavy_ball_modified_loss, heavy_ball_trajectory)
+from .minibatch import (Schedule, as_losses, batch_weights, cyclic_schedule, minibatch_first_order_field,
+                                          minibatch_moments, minibatch_second_order_field, schedule_sequence, shuffled_schedule)
 
 # %% auto 0
 __all__ = ['perturbed_one_norm', 'memory_coefficients', 'penalty_coefficient', 'first_order_field', 'second_order_field',
            'classify_regime', 'penalty_F', 'adam_trajectory', 'modified_ode_trajectory', 'implicit_bias_report',
            'gradient_norms', 'log_gradient_norms', 'Loss', 'flat_loss', 'gradient', 'grad_and_hvp',
            'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory', 'heavy_ball_coefficients',
-           'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory']
+           'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory', 'check_field_hyperparameters',
+           'Schedule', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights',
+           'minibatch_moments']
 
 # %% ../nbs/02_adam_ode.ipynb
 _all_ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
-         'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory']
+         'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory',
+         'check_field_hyperparameters', 'Schedule', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights',
+         'minibatch_moments']
 
 # %% ../nbs/02_adam_ode.ipynb
 def perturbed_one_norm(g: Tensor,   # a gradient, any shape
@@ -38,8 +45,9 @@ def memory_coefficients(beta: float,          # β (or ρ), in [0, 1)
                         n: int | None = None, # step index; None for the limit n → ∞
                        ) -> float:
     "b_n = β/(1-β) - (n+1)βⁿ⁺¹/(1-βⁿ⁺¹), the mean age of the bias-corrected average; β/(1-β) if n is None."
+    beta, = check_field_hyperparameters(beta=beta)
     if n is None: return beta / (1 - beta)
-    if n < 0: raise ValueError(f"n must be >= 0, got n={n}")
+    n = as_count('n', n)
     bn1 = beta ** (n + 1)
     return beta / (1 - beta) - (n + 1) * bn1 / (1 - bn1)
 
@@ -48,22 +56,41 @@ def penalty_coefficient(beta: float, rho: float) -> float:
     return memory_coefficients(beta) - memory_coefficients(rho)
 
 # %% ../nbs/02_adam_ode.ipynb
-def first_order_field(loss: Loss, theta: Tensor, *, eps: float) -> Tensor:
-    "f = g/√(g²+ε): sign descent perturbed by ε, Adam's field to first order."
-    g = gradient(loss, theta)
+def first_order_field(loss: Loss | Sequence[Loss], # a loss, or the batch losses E_0, ..., E_{m-1}
+                      theta: Tensor, *, eps: float,
+                      beta: float | None = None, rho: float | None = None, # batches only: the two momenta
+                      n: int | None = None,              # batches only: the interval index
+                      schedule: Schedule | None = None,  # batches only: n ↦ b(n); None for n mod m
+                      bias_correction: bool = True,
+                     ) -> Tensor:
+    "f = g/√(g²+ε): sign descent perturbed by ε, Adam's field to first order; for batches M_n/S_n (`02b_minibatch`)."
+    losses = as_losses(loss)
+    if len(losses) > 1:
+        if beta is None or rho is None:
+            raise ValueError(f"the first-order field of batch losses, M_n/S_n, needs beta and rho, got beta={beta!r}, rho={rho!r}")
+        return minibatch_first_order_field(losses, theta, beta=beta, rho=rho, eps=eps, n=n, schedule=schedule,
+                                           bias_correction=bias_correction)
+    eps, *_ = check_field_hyperparameters(eps=eps, **{k: v for k, v in dict(beta=beta, rho=rho).items() if v is not None})
+    g = gradient(losses[0], theta)
     return g / (g.pow(2) + eps).sqrt()
 
-def second_order_field(loss: Loss,            # θ ↦ E(θ)
+def second_order_field(loss: Loss | Sequence[Loss], # θ ↦ E(θ), or the batch losses E_0, ..., E_{m-1}
                        theta: Tensor,         # flat θ
                        *, h: float,           # step size
                        beta: float, rho: float, eps: float,
-                       n: int | None = None,  # interval index; None for the limit n → ∞
-                       bias_correction: bool = True, # with it off, b and r take their limits
+                       n: int | None = None,  # interval index; None for the limit n → ∞ (a single loss only)
+                       bias_correction: bool = True, # with it off, b and r take their limits (batches: the weights U_n)
+                       schedule: Schedule | None = None, # batches only: n ↦ b(n); None for n mod m
                       ) -> Tensor:
-    "Theorem 3.1's f̃_n(θ) = g/R + (h/R)[b_n - r_n + (r_n + ½)ε/R²] u, with u = H g/R; one gradient and one HVP."
+    "Theorem 3.1's f̃_n(θ) = g/R + (h/R)[b_n - r_n + (r_n + ½)ε/R²] u, u = H g/R (one gradient, one HVP); for batches SPEC §3b's."
+    losses = as_losses(loss)
+    if len(losses) > 1:
+        return minibatch_second_order_field(losses, theta, h=h, beta=beta, rho=rho, eps=eps, n=n, schedule=schedule,
+                                            bias_correction=bias_correction)
+    h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
     if not bias_correction: n = None
     b, r = memory_coefficients(beta, n), memory_coefficients(rho, n)
-    g, u = grad_and_hvp(loss, theta, lambda g: g / (g.pow(2) + eps).sqrt())
+    g, u = grad_and_hvp(losses[0], theta, lambda g: g / (g.pow(2) + eps).sqrt())
     R2 = g.pow(2) + eps
     R = R2.sqrt()
     return g / R + h / R * (b - r + (r + 0.5) * eps / R2) * u
@@ -73,12 +100,17 @@ def classify_regime(h: float, beta: float, rho: float, eps: float,
                     grad: Tensor | None = None, # optionally a gradient, to measure where its components lie against ε
                    ) -> dict:
     "Remark 3.2: the coefficient c(β, ρ), its sign, and what Adam's implicit bias penalizes for this configuration."
-    check_hyperparameters(h, beta, rho, eps)
+    h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
+    h, beta, rho, eps = (as_number(k, v) for k, v in dict(h=h, beta=beta, rho=rho, eps=eps).items()) # no tensors here
     c = penalty_coefficient(beta, rho)
     sign = (c > 0) - (c < 0)
     out = dict(c=c, sign=sign, one_norm_strength=h * c, two_norm_strength=h * (1 + beta) / (4 * (1 - beta) * math.sqrt(eps)))
     if grad is not None:
-        ratio = eps / (grad.detach().double().pow(2) + eps)
+        if not (bad := ~torch.isfinite(grad.detach())).any(): ratio = eps / (grad.detach().double().pow(2) + eps)
+        else:
+            i = bad.flatten().nonzero()[0].item()
+            raise ValueError(f"grad has {bad.sum().item()} non-finite component(s) out of {grad.numel()} (the first: "
+                             f"grad.flatten()[{i}]={grad.flatten()[i].item()}); no regime can be read from it")
         out.update(share_small_eps=(ratio < 0.1).double().mean().item(),
                    share_large_eps=(ratio > 0.9).double().mean().item())
         out['share_intermediate'] = 1 - out['share_small_eps'] - out['share_large_eps']
@@ -96,33 +128,47 @@ def classify_regime(h: float, beta: float, rho: float, eps: float,
 def penalty_F(x: Tensor | float,  # E'(θ), the one-dimensional gradient
               *, h: float, beta: float, rho: float, eps: float) -> Tensor:
     "Figure 1's F(x) = (h/2)[(A-B)(S-√ε) + B√ε(1-√ε/S)], S = √(ε+x²), A = (1+β)/(1-β), B = (1+ρ)/(1-ρ)."
+    h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
     x = torch.as_tensor(x, dtype=torch.float64)
-    A, B, se = (1 + beta) / (1 - beta), (1 + rho) / (1 - rho), math.sqrt(eps)
+    A, B, se = (1 + beta) / (1 - beta), (1 + rho) / (1 - rho), torch.as_tensor(eps, dtype=torch.float64).sqrt()
     S = (eps + x.pow(2)).sqrt()
     return h / 2 * ((A - B) * (S - se) + B * se * (1 - se / S))
 
 # %% ../nbs/02_adam_ode.ipynb
-def adam_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int, beta: float, rho: float, eps: float,
-                    eps_inside: bool = True, bias_correction: bool = True) -> Tensor:
-    "Full-batch Adam iterates θ⁽ⁿ⁾, n = 0..steps, shape [steps+1, p]."
+def adam_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch losses E_0, ..., E_{m-1}
+                    theta0: Tensor, *, h: float, steps: int, beta: float, rho: float, eps: float,
+                    eps_inside: bool = True, bias_correction: bool = True,
+                    schedule: Schedule | None = None, # batches only: n ↦ b(n), the batch of step n; None for n mod m
+                   ) -> Tensor:
+    "Adam's iterates θ⁽ⁿ⁾, n = 0..steps, shape [steps+1, p]; with batch losses, step n uses E_{b(n)}."
+    losses, steps = as_losses(loss), as_count('steps', steps)
+    check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
+    hyper = {k: as_number(k, v) for k, v in dict(lr=h, beta=beta, rho=rho, eps=eps).items()}
+    batch = schedule_sequence(schedule, steps, len(losses)) if len(losses) > 1 else [0] * (steps + 1)
     theta, state = theta0.detach(), adam_init(theta0)
     out = [theta]
-    for _ in range(steps):
-        theta, state = adam_step(theta, gradient(loss, theta), state, lr=h, beta=beta, rho=rho, eps=eps,
-                                 eps_inside=eps_inside, bias_correction=bias_correction)
+    for n in range(steps):
+        theta, state = adam_step(theta, gradient(losses[batch[n]], theta), state, eps_inside=eps_inside,
+                                 bias_correction=bias_correction, **hyper)
         out.append(theta)
     return torch.stack(out)
 
-def modified_ode_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int, beta: float, rho: float, eps: float,
-                            order: int = 2,            # 1: g/R; 2: Theorem 3.1's f̃_n
+def modified_ode_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch losses E_0, ..., E_{m-1}
+                            theta0: Tensor, *, h: float, steps: int, beta: float, rho: float, eps: float,
+                            order: int = 2,            # 1: g/R (batches: M_n/S_n); 2: Theorem 3.1's f̃_n (batches: SPEC §3b's)
                             substeps: int = 1,         # RK4 steps per interval
                             bias_correction: bool = True,
-                            progress: bool = False) -> Tensor:
+                            progress: bool = False,
+                            schedule: Schedule | None = None, # batches only: n ↦ b(n); None for n mod m
+                           ) -> Tensor:
     "θ̃(nh), n = 0..steps, of Adam's first- or second-order modified ODE, shape [steps+1, p]."
-    check_hyperparameters(h, beta, rho, eps)
-    if order == 1: field = lambda n, t: first_order_field(loss, t, eps=eps)
-    elif order == 2: field = lambda n, t: second_order_field(loss, t, h=h, beta=beta, rho=rho, eps=eps, n=n,
-                                                              bias_correction=bias_correction)
+    losses = as_losses(loss)
+    h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
+    steps, substeps = as_count('steps', steps), as_count('substeps', substeps, minimum=1)
+    loss = losses if len(losses) > 1 else losses[0]
+    kw = dict(beta=beta, rho=rho, eps=eps, schedule=schedule, bias_correction=bias_correction)
+    if order == 1: field = lambda n, t: first_order_field(loss, t, n=n, **kw)
+    elif order == 2: field = lambda n, t: second_order_field(loss, t, h=h, n=n, **kw)
     else: raise ValueError(f"order must be 1 or 2, got order={order!r}")
     return piecewise_trajectory(field, theta0, h=h, steps=steps, substeps=substeps, progress=progress)
 

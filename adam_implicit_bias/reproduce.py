@@ -32,6 +32,7 @@ def _fig(name, *extra): return (f'{name}.pdf', f'{name}.png', f'{name}.json', *e
 NOTEBOOKS = (
     Notebook('06_toy.ipynb', {'fig1': _fig('fig1'), 'fig2': _fig('fig2', 'fig2_table.csv')}),
     Notebook('08_closeness.ipynb', {'fig3': _fig('fig3', 'fig3.csv')}),
+    Notebook('08b_minibatch_closeness.ipynb', {'fig3b': _fig('fig3b', 'fig3b.csv')}),
     Notebook('11_cifar_figures.ipynb', {'fig4': _fig('fig4'), 'fig5': _fig('fig5'), 'fig6': _fig('fig6'),
                                         'fig_hills': _fig('fig_hills'),
                                         'table1': ('table1.md', 'table1.csv', 'table1.tex', 'table1.json')}),

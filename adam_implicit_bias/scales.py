@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 
 # %% auto 0
-__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'CIFAR', 'PENALTY', 'EXPERIMENTS', 'check_scale', 'override', 'scale_config',
-           'scales_table']
+__all__ = ['SCALES', 'TOY', 'CLOSENESS', 'MINIBATCH_CLOSENESS', 'CIFAR', 'PENALTY', 'EXPERIMENTS', 'check_scale', 'override',
+           'scale_config', 'scales_table']
 
 # %% ../nbs/04_scales.ipynb
 SCALES = ('ci', 'cpu', 'paper')
@@ -53,6 +53,24 @@ CLOSENESS = dict(
                            dict(eps=1e-6, T=0.02, hs=[2e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4], substeps=32)]))
 
 # %% ../nbs/04_scales.ipynb
+_MINIBATCH = override(_CLOSENESS, batches=4, schedule='cyclic', panel_a=dict(h=1e-5),
+                      curves=[dict(eps=0.1, T=0.02, hs=[1e-3, 5e-4, 2.5e-4]), dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5])],
+                      surprise=dict(batches=[2, 4, 8], curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5]),
+                                                               dict(eps=0.1, T=0.01, hs=[1e-3, 5e-4, 2.5e-4])]))
+MINIBATCH_CLOSENESS = dict(
+    ci=_MINIBATCH,
+    cpu=override(_MINIBATCH, n_train=500, substeps=2, panel_a=dict(h=5e-6),
+                 curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4]),
+                         dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6])],
+                 surprise=dict(curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6]),
+                                       dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4])])),
+    paper=override(_MINIBATCH, n_train=1000, hidden=32, substeps=2, panel_a=dict(h=2.5e-6),
+                   curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5]),
+                           dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6, 1.25e-6])],
+                   surprise=dict(batches=[2, 4, 8, 16], curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6]),
+                                                                dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4])])))
+
+# %% ../nbs/04_scales.ipynb
 _CIFAR = dict(n_train=100, n_test=None, download=False, chunk=500, eps=1e-8, eval_every=10, ckpt_every=100, device='cpu',
               dtype='float32',
               models=dict(resnet50=dict(width=4, blocks=[1, 1, 1, 1]), cnn=dict(widths=[8, 16, 32], hidden=64),
@@ -89,7 +107,7 @@ PENALTY = dict(
                                       triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]], horizon=dict(h=0.00125, T=6.0))))
 
 # %% ../nbs/04_scales.ipynb
-EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, cifar=CIFAR, penalty=PENALTY)
+EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, minibatch_closeness=MINIBATCH_CLOSENESS, cifar=CIFAR, penalty=PENALTY)
 
 def scale_config(experiment: str, # one of `EXPERIMENTS`
                  scale: str,      # one of `SCALES`

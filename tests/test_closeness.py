@@ -86,3 +86,31 @@ def test_changed_setting_is_a_new_point(tmp_path):
     closeness_sweep(TINY, tmp_path, progress=False)
     other = closeness_sweep({**TINY, 'rho': 0.9}, tmp_path, progress=False)
     assert not any(r['cached'] for r in other) and len(list((tmp_path/'closeness').glob('*.json'))) == 4
+
+# ------------------------------------------------------------------ mini-batch Adam (issue 12, Figure 3b)
+
+@needs_mnist
+def test_batches_split_the_same_subset_and_network():
+    full, theta0 = mnist_mlp_loss(40, 4)
+    parts, theta0_b = mnist_mlp_loss(40, 4, batches=4)
+    assert len(parts) == 4 and torch.equal(theta0, theta0_b)
+    assert abs(sum(E(theta0) for E in parts).item() / 4 - full(theta0).item()) < 1e-12
+    with pytest.raises(ValueError, match="batches=3"): mnist_mlp_loss(40, 4, batches=3)
+
+@needs_mnist
+def test_minibatch_sweep_measures_the_full_batch_first_order_ode_too(tmp_path):
+    "Mini-batch points record the error against g/R as well; their keys enter the hash only for mini-batch configs."
+    from adam_implicit_bias.closeness import point_config
+    assert set(point_config(TINY, TINY['curves'][0], 1e-3)) == {'version', 'n_train', 'hidden', 'seed', 'beta', 'rho', 'eps', 'T',
+                                                                'h', 'substeps', 'check', 'threads'}
+    cfg = dict(TINY, batches=4, schedule='shuffled', curves=[dict(eps=1e-6, T=1e-4, hs=[2e-5, 1e-5])])
+    recs = closeness_sweep(cfg, tmp_path, progress=False)
+    assert [r['config']['batches'] for r in recs] == [4, 4] and all(r['config']['schedule'] == 'shuffled' for r in recs)
+    for r in recs:
+        assert len(r['first_full']) == len(r['second']) == r['steps'] + 1
+        assert r['max_second'] < r['max_first'] < r['max_first_full']     # own ODEs closer; g/R farthest (ε = 1e-6)
+    assert all(r['cached'] for r in closeness_sweep(cfg, tmp_path, progress=False))
+    first_only = closeness_sweep(dict(cfg, second=False), tmp_path, progress=False)
+    assert not any(r['cached'] for r in first_only) and all('second' not in r for r in first_only)
+    assert [r['max_first'] for r in first_only] == [r['max_first'] for r in recs]
+    with pytest.raises(ValueError, match="schedule"): closeness_sweep(dict(cfg, schedule='random'), tmp_path, progress=False)

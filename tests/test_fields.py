@@ -144,3 +144,62 @@ def test_bad_arguments():
         modified_ode_trajectory(E, THETA, h=1e-3, steps=2, beta=0.9, rho=1.5, eps=1e-8)
     with pytest.raises(ValueError, match="n must be"):
         memory_coefficients(0.9, -1)
+
+# ------------------------------------------------------------------ issue 13: no silent wrong result from the theory functions
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda: second_order_field(E, THETA, h=-1.0, beta=0.9, rho=0.99, eps=1e-3), "h=-1.0"),
+    (lambda: second_order_field(E, THETA, h=0.1, beta=0.9, rho=0.99, eps=-1.0), "eps=-1.0"),
+    (lambda: second_order_field(E, THETA, h=0.1, beta=0.9, rho=1.5, eps=1e-3), "rho=1.5"),
+    (lambda: second_order_field(E, THETA, h=0.1, beta=-0.1, rho=0.9, eps=1e-3), "beta=-0.1"),
+    (lambda: second_order_field(E, THETA, h=0.1, beta=0.9, rho=0.9, eps=0.0), "eps=0.0"),
+    (lambda: first_order_field(E, THETA, eps=-1.0), "eps=-1.0"),
+    (lambda: penalty_F(0.5, h=-1.0, beta=0.9, rho=0.99, eps=1e-3), "h=-1.0"),
+    (lambda: penalty_F(0.5, h=1.0, beta=0.9, rho=1.5, eps=1e-3), "rho=1.5"),
+    (lambda: penalty_F(0.5, h=1.0, beta=0.9, rho=0.99, eps=-1.0), "eps=-1.0"),
+    (lambda: modified_ode_trajectory(E, THETA, h=1e-3, steps=3, beta=0.9, rho=0.99, eps=1e-3, substeps=0), "substeps=0"),
+    (lambda: modified_ode_trajectory(E, THETA, h=1e-3, steps=-3, beta=0.9, rho=0.99, eps=1e-3), "steps=-3"),
+    (lambda: adam_trajectory(E, THETA, h=1e-3, steps=-3, beta=0.9, rho=0.99, eps=1e-3), "steps=-3"),
+    (lambda: memory_coefficients(1.0), "beta=1.0"),
+    (lambda: memory_coefficients(1.0, 5), "beta=1.0"),
+    (lambda: classify_regime(1e-3, 0.9, 0.999, 1e-8, grad=torch.tensor([0.1, float('nan')])), "non-finite"),
+    (lambda: second_order_field(E, THETA, h=torch.tensor([0.1, -0.1, 0.1]), beta=0.9, rho=0.99, eps=1e-3), "got lr=-0.1"),
+    (lambda: second_order_field(E, THETA, h=0.1, beta=torch.tensor([0.9, 1.0, 0.9]), rho=0.99, eps=1e-3), "got beta=1.0"),
+    (lambda: second_order_field(E, THETA, h=0.1, beta=0.9, rho=torch.tensor([0.9, float('nan'), 0.9]), eps=1e-3), "finite"),
+])
+def test_theory_functions_reject_bad_arguments(call, msg):
+    "Each raises a ValueError naming the argument and its value (per-coordinate tensors are checked elementwise)."
+    with pytest.raises(ValueError, match=msg): call()
+
+def test_numpy_scalars_and_0d_tensors_are_numbers():
+    kw = dict(h=0.01, beta=0.9, rho=0.99, eps=1e-3, n=4)
+    expected = second_order_field(E, THETA, **kw)
+    for cast in (np.float64, lambda v: torch.tensor(v, dtype=torch.float64)):
+        assert torch.equal(second_order_field(E, THETA, **{k: cast(v) if k != 'n' else v for k, v in kw.items()}), expected)
+    assert torch.equal(second_order_field(E, THETA, **(kw | dict(n=np.int64(4)))), expected)
+    assert memory_coefficients(np.float32(0.5), torch.tensor(3)) == memory_coefficients(0.5, 3)
+    assert penalty_F(0.5, h=np.float64(1.0), beta=torch.tensor(0.9, dtype=torch.float64), rho=0.99, eps=1e-3) == \
+           penalty_F(0.5, h=1.0, beta=0.9, rho=0.99, eps=1e-3)
+    assert classify_regime(np.float32(1e-3), np.float64(0.9), torch.tensor(0.999), 1e-8)['sign'] == -1
+    traj = adam_trajectory(E, THETA, h=np.float32(1e-3), steps=np.int64(3), beta=0.9, rho=0.99, eps=1e-3)
+    assert traj.shape == (4, 3)
+
+def test_flat_loss_and_report_leave_batchnorm_buffers_alone():
+    "Issue 13 item 4: evaluating the loss, its derivatives and an ODE must not touch the model's running statistics."
+    import copy
+    from adam_implicit_bias.fields import flat_loss, gradient, implicit_bias_report
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).train()
+    batch = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    before = copy.deepcopy(model.state_dict())
+    loss, theta = flat_loss(model, torch.nn.functional.cross_entropy, batch)
+    loss(theta); gradient(loss, theta)
+    implicit_bias_report(model, torch.nn.functional.cross_entropy, batch, h=1e-3, beta=0.9, rho=0.999, eps=1e-8)
+    modified_ode_trajectory(loss, theta, h=1e-3, steps=3, beta=0.9, rho=0.999, eps=1e-8)
+    for k, v in model.state_dict().items(): assert torch.equal(v, before[k]), k
+    assert model.state_dict()['1.num_batches_tracked'] == 0
+    # the loss is the model's in train mode: batch statistics, as training would use them
+    assert torch.allclose(loss(theta), torch.nn.functional.cross_entropy(copy.deepcopy(model)(batch[0]), batch[1]))
+    model.eval()   # and in eval mode: the running statistics
+    loss_eval, _ = flat_loss(model, torch.nn.functional.cross_entropy, batch)
+    assert torch.allclose(loss_eval(theta), torch.nn.functional.cross_entropy(model(batch[0]), batch[1]))

@@ -109,7 +109,7 @@ def test_main_exit_status(ran, capsys):
 
 @pytest.mark.parametrize('argv, message', [
     (['reproduce', '--scale', 'huge'], "unknown scale 'huge'; valid scales are " + ', '.join(SCALES)),
-    (['reproduce', '--only', 'fig1,fig0'], 'unknown figure id(s) fig0; valid ids are fig1, fig2, fig3'),
+    (['reproduce', '--only', 'fig1,fig0'], 'unknown figure id(s) fig0; valid ids are fig1, fig2, fig3, fig3b, fig4'),
     (['check', 'figures', '--only', 'table2'], 'unknown figure id(s) table2; valid ids are'),
     (['reproduce', '--only', ','], 'unknown figure id(s) (none given)'),
 ])
