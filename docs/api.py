@@ -139,8 +139,8 @@ def process_docstring(app, what, name, obj, options, lines):
     try: docs = docments(obj, full=True)
     except Exception: return
     lines.append('')
-    for arg, d in docs.items():
-        if arg != 'return' and d.get('docment'): lines.append(f":param {arg}: {d['docment']}")
+    for arg, d in docs.items():  # every argument, in order; autodoc adds the types
+        if arg not in ('return', 'self', 'cls'): lines.append(f":param {arg}: {d.get('docment') or ''}")
     ret = docs.get('return', {}).get('docment')
     keys = _dict_keys(obj)
     if keys:

@@ -172,7 +172,8 @@ def figure_cells(fid: str, files: list[str], figdir: Path, scale: str) -> list:
     "Markdown cells that show figure id `fid`: each image with its caption and scale, each Markdown table, download links."
     from nbformat.v4 import new_markdown_cell
     numbers = json.loads((figdir/f'{fid}.json').read_text()) if (figdir/f'{fid}.json').is_file() else {}
-    caption = markdown_escape(numbers.get('caption') or f"{fid} (scale: {numbers.get('scale', scale)})")
+    caption = markdown_escape(numbers.get('caption') or f"{fid} (scale: {numbers.get('scale', scale)}): the caption is drawn "
+                              f"in the figure.")
     if f"scale: {numbers.get('scale', scale)}" not in caption: caption += f" (scale: {numbers.get('scale', scale)})"
     links = ' · '.join(f"{{download}}`{f} <figures/{f}>`" for f in files if not f.endswith(IMAGE_EXT))
     cells = []
@@ -182,7 +183,7 @@ def figure_cells(fid: str, files: list[str], figdir: Path, scale: str) -> list:
                                            f"{caption}\n\nFiles: {links}\n:::"))
         elif f.endswith('.md'):
             cells.append(new_markdown_cell(f"({Path(f).stem})=\n**{fid}** (scale: {numbers.get('scale', scale)}; files: "
-                                           f"{links})\n\n{(figdir/f).read_text()}"))
+                                           f"{links})\n\n:::{{container}} wide-table\n{(figdir/f).read_text()}\n:::"))
     return cells
 
 def page(nb_path: Path, name: str, *, module: str | None, experiment, figdir: Path, scale: str, cfg: dict) -> tuple:

@@ -30,7 +30,10 @@ def serve(root: Path) -> tuple[ThreadingHTTPServer, str]:
     "A quiet static server for `root` on a free port of 127.0.0.1; the server and its base URL."
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args): pass
-    server = ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(root)))
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, address):  # a page left before a file was sent: not the site's fault
+            if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)): super().handle_error(request, address)
+    server = Server(('127.0.0.1', 0), functools.partial(Quiet, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
@@ -154,8 +157,9 @@ def screenshot(driver, base: str, target: str, out: Path):
     page, _, anchor = target.partition('#')
     driver.get(urljoin(base, page))
     driver.execute_async_script(WAIT_MATH); driver.execute_async_script(DECODE_IMAGES)
-    if anchor and not driver.execute_script(f"const e = document.getElementById({json.dumps(anchor)}); "
-                                            "if (e) { e.scrollIntoView(); window.scrollBy(0, -10); } return !!e;"):
+    if anchor and not driver.execute_script(  # instantly: the theme scrolls smoothly
+            f"const e = document.getElementById({json.dumps(anchor)}); if (!e) return false; "
+            "window.scrollTo({top: e.getBoundingClientRect().top + window.scrollY - 10, behavior: 'instant'}); return true;"):
         sys.exit(f"--shot: no element with id {anchor!r} on {page}")
     time.sleep(0.3)
     out.parent.mkdir(parents=True, exist_ok=True); driver.save_screenshot(str(out))

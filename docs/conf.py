@@ -21,6 +21,7 @@ nb_output_stderr = 'remove'    # progress bars and warnings
 nb_merge_streams = True
 nb_ipywidgets_js = {}          # no widget manager fetched from a CDN
 myst_enable_extensions = ['dollarmath', 'amsmath', 'colon_fence']
+myst_dmath_double_inline = True  # $$...$$ inside a paragraph is display math, as Jupyter renders it
 myst_heading_anchors = 3
 
 # The API reference: autodoc, plus the docments, fields and dict keys that docs/api.py adds.
