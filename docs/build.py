@@ -149,7 +149,7 @@ def api_block(module: str, names: list[str]) -> str:
             opts = '   :members:\n' + (f"   :exclude-members: {', '.join(fields)}\n" if fields else '')
         elif callable(obj): kind = 'autofunction'
         else: kind, opts = 'autodata', '   :no-value:\n'
-        out.append(f"```{{eval-rst}}\n.. {kind}:: {module}.{n}\n{opts}```")  # autodoc writes reStructuredText
+        out.append(f"```{{api-rst}}\n.. {kind}:: {module}.{n}\n{opts}```")  # autodoc writes reStructuredText
     return '\n\n'.join(out)
 
 def markdown_escape(text: str) -> str: return re.sub(r'([\\`*_{}\[\]()<>#+!|$~])', r'\\\1', text)
@@ -187,8 +187,9 @@ def figure_cells(fid: str, files: list[str], figdir: Path, scale: str) -> list:
     return cells
 
 def page(nb_path: Path, name: str, *, module: str | None, experiment, figdir: Path, scale: str, cfg: dict) -> tuple:
-    "The page for notebook `name` (executed at `nb_path`) and what it must show: (notebook, figure files, math count)."
+    "The page for notebook `name` (executed at `nb_path`), and what it must show: the ids of its figures and tables, its math."
     import nbformat
+    from docutils.nodes import make_id
     from nbformat.v4 import new_markdown_cell
     nb = nbformat.read(nb_path, as_version=4)
     mod = __import__(module, fromlist=['*']) if module else None
@@ -223,19 +224,20 @@ def page(nb_path: Path, name: str, *, module: str | None, experiment, figdir: Pa
         refs = ', '.join(f"{{py:obj}}`{n} <{getattr(getattr(mod, n), '__module__', module)}.{n}>`" for n in rest)
         cells.append(new_markdown_cell(f"## Also exported by `{module}`\n\nRe-exported from where they are defined: {refs}."))
     # figures and tables, after the cell that wrote them
-    figures = []
+    figures, tables = [], []
     if experiment:
         inserts = {}
         for fid, files in experiment.figures.items():
             shown = [f for f in files if f.endswith(IMAGE_EXT + ('.md',))]
             at = writer_cell(cells, figdir/shown[0], fid) if shown else None
             inserts.setdefault(len(cells) - 1 if at is None else at, []).extend(figure_cells(fid, files, figdir, scale))
-            figures += [f for f in files if f.endswith(IMAGE_EXT)]
+            figures += [make_id(Path(f).stem) for f in files if f.endswith(IMAGE_EXT)]  # the ids Sphinx gives them
+            tables += [make_id(Path(f).stem) for f in files if f.endswith('.md')]
         for at in sorted(inserts, reverse=True): cells[at + 1:at + 1] = inserts[at]
     nb.cells = cells
     nb.metadata.pop('papermill', None)
     math = sum(len(MATH.findall(c.source)) for c in cells if c.cell_type == 'markdown')
-    return nb, figures, math
+    return nb, dict(figures=figures, tables=tables, math=math)
 
 # ## 4. The home page and Sphinx
 
@@ -277,14 +279,15 @@ def build(scale: str, executed: Path, out: Path, workers: int = 2) -> dict:
     for n in names:
         module = next((f"{cfg['lib_name']}.{d['default_exp']}" for c in nbformat.read(NBS/n, 4).cells
                        if c.cell_type == 'code' and 'default_exp' in (d := directives(c.source))), None)
-        nb, figures, math = page(executed/n if n in registry else ran[n], n, module=module, experiment=registry.get(n),
-                                 figdir=executed/'figures', scale=scale, cfg=cfg)
+        nb, shows = page(executed/n if n in registry else ran[n], n, module=module, experiment=registry.get(n),
+                         figdir=executed/'figures', scale=scale, cfg=cfg)
         nbformat.write(nb, SRC/n)
         manifest.append(dict(page=f"{Path(n).stem}.html", notebook=f"nbs/{n}", title=nb.cells[0].source.splitlines()[0].lstrip('# '),
-                             math=math, figures=figures, experiment=n in registry))
+                             experiment=n in registry, **shows))
     (SRC/'index.md').write_text(home(ROOT/'README.md', names))
     home_math = len(MATH.findall((ROOT/'README.md').read_text()))
-    manifest.insert(0, dict(page='index.html', notebook='README.md', title='Home', math=home_math, figures=[], experiment=False))
+    manifest.insert(0, dict(page='index.html', notebook='README.md', title='Home', experiment=False, figures=[], tables=[],
+                            math=home_math))
     print(f"sphinx: {len(manifest)} pages")
     env = {**os.environ, 'ADAM_IB_DOCS_SCALE': scale}
     subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', str(workers), '-c', str(ROOT/'docs'),

@@ -8,14 +8,15 @@ listed in `pages.json` (written by `docs/build.py`: the home page and one page p
 
 * no console error and no failed request (a load error, or an HTTP status of 400 or more);
 * no request to any host but the local server;
-* every `<img>` decoded (naturalWidth > 0), and every figure the notebook makes is on its page;
+* every `<img>` decoded (naturalWidth > 0); every figure the notebook makes on its page (a `<figure>` with the id that
+  `pages.json` names, its image decoded), and every table it makes rendered as a table;
 * the math typeset: MathJax finished without a TeX error, no raw `$$`, `\\(`, `\\[` or `$...\\cmd...$` left in the text
   (outside code), and MathJax nodes present where the notebook has math;
 * every link of the navigation resolves (HTTP 200), and the navigation links every page.
 
 It prints a table, one row per page, saves a full-page screenshot of each into `SITE/screenshots/`, and exits with status 1 on
 any failure. `--self-test` first runs the same checks on small pages made to fail each one (a broken image, a CDN script, raw
-math, a console error, a dead navigation link) and fails unless each is caught. `--shot` saves a viewport screenshot of a page
+math, a console error, a dead navigation link, a missing figure and table) and fails unless each is caught. `--shot` saves a viewport screenshot of a page
 scrolled to an element (the README's screenshots are made this way).
 """
 from __future__ import annotations
@@ -68,9 +69,14 @@ Promise.all(imgs.map(i => i.decode().catch(() => null))).then(() =>
 PAGE_FACTS = """const text = document.body.cloneNode(true);
 text.querySelectorAll('pre, code, script, style, textarea, mjx-container, .highlight').forEach(e => e.remove());
 const nav = Array.from(document.querySelectorAll('.sidebar-tree a, nav a')).map(a => a.href);
+const figures = Object.fromEntries(Array.from(document.querySelectorAll('figure[id]')).map(f =>
+  [f.id, Math.max(0, ...Array.from(f.querySelectorAll('img')).map(i => i.naturalWidth))]));
+const rows = id => { const e = document.getElementById(id), t = e && e.nextElementSibling && e.nextElementSibling.querySelector('table');
+                     return t ? t.rows.length : 0; };
 return {text: text.innerText, math: document.querySelectorAll('mjx-container').length,
         display: document.querySelectorAll('mjx-container[display="true"]').length,
-        errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length, nav: Array.from(new Set(nav))};"""
+        errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length, nav: Array.from(new Set(nav)), figures: figures,
+        tables: Object.fromEntries((arguments[0] || []).map(id => [id, rows(id)]))};"""
 
 def network(entries: list[dict]) -> tuple[list[str], list[str]]:
     "From Chromium's performance log: every URL requested, and every failed request."
@@ -93,7 +99,7 @@ def check_page(driver, base: str, page: dict, all_pages: list[str], nav_ok: dict
     mathjax = driver.execute_async_script(WAIT_MATH)
     images = driver.execute_async_script(DECODE_IMAGES)
     time.sleep(0.2)
-    facts = driver.execute_script(PAGE_FACTS)
+    facts = driver.execute_script(PAGE_FACTS, page.get('tables', []))
     problems = [f"console: {e['message'][:200]}" for e in driver.get_log('browser') if e['level'] == 'SEVERE']
     urls, failed = network(driver.get_log('performance'))
     host = urlparse(base).netloc
@@ -101,8 +107,9 @@ def check_page(driver, base: str, page: dict, all_pages: list[str], nav_ok: dict
     problems += [f"request to another host: {u[:200]}" for u in urls
                  if urlparse(u).scheme in ('http', 'https', 'ws', 'wss') and urlparse(u).netloc != host]
     problems += [f"image not decoded: {i['src'][:200]}" for i in images if not i['width']]
-    names = {Path(urlparse(i['src']).path).name for i in images if i['width']}
-    problems += [f"figure {f} is not on the page" for f in page.get('figures', []) if f not in names]
+    problems += [f"figure #{f} is not on the page, or its image is not decoded" for f in page.get('figures', [])
+                 if not facts['figures'].get(f)]
+    problems += [f"table #{t} is not on the page as a table" for t in page.get('tables', []) if facts['tables'].get(t, 0) < 2]
     if mathjax.startswith('error'): problems.append(f"MathJax: {mathjax}")
     if facts['errors']: problems.append(f"{facts['errors']} math expression(s) with a TeX error")
     raw = sorted({m.group(0)[:40] for m in RAW_MATH.finditer(facts['text'])})
@@ -118,8 +125,8 @@ def check_page(driver, base: str, page: dict, all_pages: list[str], nav_ok: dict
                  and p != 'index.html']
     if shots:
         shots.mkdir(parents=True, exist_ok=True); full_page(driver, shots/f"{Path(page['page']).stem}.png")
-    return dict(page=page['page'], images=len(images), math=facts['math'], display=facts['display'], nav=len(facts['nav']),
-                problems=problems)
+    return dict(page=page['page'], images=len(images), figures=len(facts['figures']), tables=len(page.get('tables', [])),
+                math=facts['math'], display=facts['display'], nav=len(facts['nav']), problems=problems)
 
 def full_page(driver, path: Path, max_height: int = 16000):
     "A screenshot of the whole page (up to `max_height` CSS pixels)."
@@ -142,14 +149,15 @@ def check_site(site: Path, shots: Path | None, driver=None) -> list[dict]:
         server.shutdown()
 
 def table(rows: list[dict]) -> str:
-    out = [f"{'page':<28}{'images':>7}{'math':>7}{'display':>8}{'nav':>5}  result"]
+    cols = ('images', 'figures', 'tables', 'math', 'display', 'nav')
+    out = [f"{'page':<26}" + ''.join(f"{c:>8}" for c in cols) + '  result']
     for r in rows:
-        out.append(f"{r['page']:<28}{r['images']:>7}{r['math']:>7}{r['display']:>8}{r['nav']:>5}  "
+        out.append(f"{r['page']:<26}" + ''.join(f"{r[c]:>8}" for c in cols) + '  '
                    + ('ok' if not r['problems'] else f"{len(r['problems'])} problem(s)"))
         out += [f"    - {p}" for p in r['problems']]
-    bad = sum(bool(r['problems']) for r in rows)
-    out.append(f"{len(rows)} pages: {sum(r['images'] for r in rows)} images decoded, {sum(r['math'] for r in rows)} math "
-               f"blocks typeset ({sum(r['display'] for r in rows)} displayed); {len(rows) - bad} ok, {bad} failed")
+    bad, total = sum(bool(r['problems']) for r in rows), {c: sum(r[c] for r in rows) for c in cols}
+    out.append(f"{len(rows)} pages: {total['images']} images ({total['figures']} figures) decoded, {total['tables']} table(s), "
+               f"{total['math']} math blocks typeset ({total['display']} displayed); {len(rows) - bad} ok, {bad} failed")
     return '\n'.join(out)
 
 def screenshot(driver, base: str, target: str, out: Path):
@@ -174,12 +182,13 @@ def png(w=4, h=3) -> bytes:
     return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b'')
 
 SELF_TEST = {  # page -> (body, the problem that must be found; None: none at all)
-    'good.html': ('<p>A figure: <img src="f.png"></p>', None),
+    'good.html': ('<figure id="f"><img src="f.png"></figure>', None),
     'broken_image.html': ('<img src="missing.png">', 'image not decoded'),
     'cdn.html': ('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>', 'request to another host'),
     'raw_math.html': ('<p>The loss $$E(\\theta)$$ and \\(h\\) were never typeset.</p>', 'raw math left'),
     'console.html': ('<script>console.error("boom")</script>', 'console'),
     'dead_nav.html': ('<nav><a href="nowhere.html">a page that is not there</a></nav>', 'does not resolve'),
+    'missing_figure.html': ('<p id="t">Table 1 should follow, and Figure g.</p><p>But neither does.</p>', 'is not on the page'),
 }
 
 def self_test(driver) -> bool:
@@ -191,7 +200,8 @@ def self_test(driver) -> bool:
         for name, (body, _) in SELF_TEST.items():
             (site/name).write_text(f'<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
                                    f'<title>{name}</title></head><body><nav class="sidebar-tree">{nav}</nav>{body}</body></html>')
-        pages = [dict(page=p, math=int(p == 'raw_math.html'), figures=['f.png'] if p == 'good.html' else []) for p in SELF_TEST]
+        pages = [dict(page=p, math=int(p == 'raw_math.html'), figures={'good.html': ['f'], 'missing_figure.html': ['g']}.get(p, []),
+                      tables=['t'] if p == 'missing_figure.html' else []) for p in SELF_TEST]
         (site/'pages.json').write_text(json.dumps(dict(pages=pages)))
         rows = {r['page']: r for r in check_site(site, None, driver)}
     ok = True
@@ -218,6 +228,7 @@ def main(argv=None) -> int:
         print(table(rows) + f"\nchecked in {time.perf_counter() - t0:.0f} s; screenshots in {site/'screenshots'}")
         if a.shot:
             server, base = serve(site)
+            driver.set_window_size(1280, 1300)
             for s in a.shot:
                 target, _, out = s.partition('=')
                 screenshot(driver, base, target, Path(out))
