@@ -269,6 +269,8 @@ def build(scale: str, executed: Path, out: Path, workers: int = 2) -> dict:
     import nbformat
     from adam_implicit_bias.reproduce import NOTEBOOKS
     t0, cfg = time.perf_counter(), config()
+    if out.exists() and any(out.iterdir()) and not (out/'pages.json').is_file():
+        sys.exit(f"{out} is not empty and holds no site built here (no pages.json): choose another --out")
     executed = experiments(Path(executed).resolve(), scale)
     registry = {nb.name: nb for nb in NOTEBOOKS}
     names = notebooks()
@@ -289,9 +291,11 @@ def build(scale: str, executed: Path, out: Path, workers: int = 2) -> dict:
     manifest.insert(0, dict(page='index.html', notebook='README.md', title='Home', experiment=False, figures=[], tables=[],
                             math=home_math))
     print(f"sphinx: {len(manifest)} pages")
-    env = {**os.environ, 'ADAM_IB_DOCS_SCALE': scale}
+    html = PROC/'html'  # MyST-NB writes the outputs' files beside the HTML folder: keep them in _proc too
+    shutil.rmtree(html, ignore_errors=True)
     subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', str(workers), '-c', str(ROOT/'docs'),
-                    '-d', str(PROC/'doctrees'), str(SRC), str(out)], check=True, env=env)
+                    '-d', str(PROC/'doctrees'), str(SRC), str(html)], check=True)
+    shutil.rmtree(out, ignore_errors=True); shutil.move(html, out)
     (out/'pages.json').write_text(json.dumps(dict(scale=scale, pages=manifest), indent=1))
     print(f"docs: {out} ({len(manifest)} pages, {sum(len(p['figures']) for p in manifest)} figures) in "
           f"{time.perf_counter() - t0:.0f} s; serve it with: python -m http.server -d {os.path.relpath(out)} 8000")
