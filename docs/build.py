@@ -117,8 +117,9 @@ def execute_all(names: list[str], workers: int = 2) -> dict[str, Path]:
     todo = [n for n in names if not ((cache/n).is_file() and (cache/f'{n}.sha256').is_file()
                                      and (cache/f'{n}.sha256').read_text() == key(n))]
     print(f"notebooks: executing {len(todo)} of {len(names)} ({len(names) - len(todo)} cached in {cache})")
+    import build  # `build.execute`, not `__main__.execute`: a worker's __main__ becomes IPython's namespace once it has run one
     with ProcessPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
-        for name, secs in pool.map(execute, [str(NBS/n) for n in todo], [str(cache/n) for n in todo], [flags] * len(todo)):
+        for name, secs in pool.map(build.execute, [str(NBS/n) for n in todo], [str(cache/n) for n in todo], [flags] * len(todo)):
             (cache/f'{name}.sha256').write_text(key(name)); print(f"  {name}: {secs:.0f} s")
     return {n: cache/n for n in names}
 
@@ -312,6 +313,8 @@ if __name__ == '__main__':
                    help='only execute the theory and library notebooks (into the cache), failing on the first error')
     a = p.parse_args()
     executed = Path(a.executed or ROOT/'executed'/a.scale)
-    if a.stamp: print(f"stamped {stamp(executed, a.scale)}")
-    elif a.notebooks_only: execute_all(library_notebooks(), a.workers)
-    else: build(a.scale, executed, Path(a.out).resolve(), a.workers)
+    try:
+        if a.stamp: print(f"stamped {stamp(executed, a.scale)}")
+        elif a.notebooks_only: execute_all(library_notebooks(), a.workers)
+        else: build(a.scale, executed, Path(a.out).resolve(), a.workers)
+    except (RuntimeError, subprocess.CalledProcessError) as e: sys.exit(f"docs/build.py: {e}")  # a notebook or a command failed
