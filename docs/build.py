@@ -164,8 +164,10 @@ def cell_times(cell) -> tuple[float, float] | None:
 def writer_cell(cells, path: Path, fid: str) -> int | None:
     "The index of the code cell that wrote `path`: by papermill's timing of each cell, else the last cell naming `fid` in a call."
     mtime = path.stat().st_mtime
-    for i, c in enumerate(cells):
-        if c.cell_type == 'code' and (t := cell_times(c)) and t[0] - 1 <= mtime <= t[1] + 1: return i
+    timed = [(i, t) for i, c in enumerate(cells) if c.cell_type == 'code' and (t := cell_times(c))]
+    if inside := [i for i, (t0, t1) in timed if t0 <= mtime <= t1]: return inside[-1]
+    if near := sorted((min(abs(mtime - t0), abs(mtime - t1)), i) for i, (t0, t1) in timed if t0 - 2 <= mtime <= t1 + 2):
+        return near[0][1]  # timestamps rounded: the nearest cell within 2 s
     calls = [i for i, c in enumerate(cells) if c.cell_type == 'code' and re.search(rf"\w\(([^()]*,\s*)?['\"]{fid}['\"]", c.source)]
     return calls[-1] if calls else None
 

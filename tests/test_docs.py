@@ -1,7 +1,8 @@
 """The documentation build's helpers (docs/build.py, docs/api.py): what the API reference says, where figures go, when the
 executed experiments are reused. The browser check itself is `make docs-test` (docs/check.py, with its own self-test)."""
-import os, sys, time
+import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -91,11 +92,14 @@ def test_directives_defined_names_and_skipped_cells():
 def test_writer_cell_by_papermill_timing_then_by_name(tmp_path):
     png = tmp_path/'fig1.png'; png.write_bytes(b'x')
     t = png.stat().st_mtime
-    stamp = lambda a, b: {'papermill': {'start_time': time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(a)) + '.000000Z',
-                                        'end_time': time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(b)) + '.000000Z'}}
+    iso = lambda x: datetime.fromtimestamp(x, timezone.utc).isoformat().replace('+00:00', 'Z')
+    stamp = lambda a, b: {'papermill': {'start_time': iso(a), 'end_time': iso(b)}}
     cells = [new_markdown_cell('# t'), new_code_cell("draw('fig1')", metadata=stamp(t - 100, t - 50)),
              new_code_cell("save()", metadata=stamp(t - 1, t + 1)), new_code_cell("x = 1", metadata=stamp(t + 5, t + 9))]
     assert build.writer_cell(cells, png, 'fig1') == 2         # the cell running when the file was written
+    cells[1].metadata = stamp(t - 3, t - 0.5)                 # ended half a second before: still the next cell's file
+    cells[2].metadata = stamp(t - 0.4, t + 1)
+    assert build.writer_cell(cells, png, 'fig1') == 2
     for c in cells: c.metadata = {}
     assert build.writer_cell(cells, png, 'fig1') == 1         # no timing: the last call naming the figure id
     assert build.writer_cell(cells, png, 'fig9') is None
