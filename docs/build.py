@@ -153,6 +153,17 @@ def api_block(module: str, names: list[str]) -> str:
         out.append(f"```{{api-rst}}\n.. {kind}:: {module}.{n}\n{opts}```")  # autodoc writes reStructuredText
     return '\n\n'.join(out)
 
+def home_module(mod, name: str) -> str:
+    "The module of the package that defines `name`, which `mod` re-exports (a type alias has no `__module__` of its own)."
+    import importlib, pkgutil
+    pkg = mod.__name__.split('.')[0]
+    if (m := getattr(getattr(mod, name), '__module__', '') or '').startswith(pkg + '.'): return m
+    for info in pkgutil.iter_modules(importlib.import_module(pkg).__path__, pkg + '.'):
+        other = importlib.import_module(info.name)
+        if (other is not mod and name in getattr(other, '__all__', ()) and getattr(other, name) is getattr(mod, name)
+                and name in defined_names(Path(other.__file__).read_text())): return info.name
+    return mod.__name__
+
 def markdown_escape(text: str) -> str: return re.sub(r'([\\`*_{}\[\]()<>#+!|$~])', r'\\\1', text)
 
 def cell_times(cell) -> tuple[float, float] | None:
@@ -224,7 +235,7 @@ def page(nb_path: Path, name: str, *, module: str | None, experiment, figdir: Pa
     cells.insert(first_md + 1, header)
     # names in `__all__` that this notebook does not define: re-exports, pointing to their own entry
     if rest := [n for n in exported if n not in placed]:
-        refs = ', '.join(f"{{py:obj}}`{n} <{getattr(getattr(mod, n), '__module__', module)}.{n}>`" for n in rest)
+        refs = ', '.join(f"{{py:obj}}`{n} <{home_module(mod, n)}.{n}>`" for n in rest)
         cells.append(new_markdown_cell(f"## Also exported by `{module}`\n\nRe-exported from where they are defined: {refs}."))
     # figures and tables, after the cell that wrote them
     figures, tables = [], []
