@@ -5,7 +5,7 @@
 # %% ../nbs/02_adam_ode.ipynb 2
 from __future__ import annotations
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -19,13 +19,13 @@ from .minibatch import (Schedule, as_losses, batch_weights, cyclic_schedule, min
                                           minibatch_moments, minibatch_second_order_field, schedule_sequence, shuffled_schedule)
 
 # %% auto 0
-__all__ = ['perturbed_one_norm', 'memory_coefficients', 'penalty_coefficient', 'first_order_field', 'second_order_field',
-           'classify_regime', 'penalty_F', 'adam_trajectory', 'modified_ode_trajectory', 'implicit_bias_report',
-           'gradient_norms', 'log_gradient_norms', 'Loss', 'flat_loss', 'gradient', 'grad_and_hvp',
-           'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory', 'heavy_ball_coefficients',
-           'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory', 'check_field_hyperparameters',
-           'Schedule', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights',
-           'minibatch_moments']
+__all__ = ['perturbed_one_norm', 'perturbed_sign', 'memory_coefficients', 'penalty_coefficient', 'first_order_field',
+           'second_order_field', 'Regime', 'classify_regime', 'penalty_F', 'adam_trajectory', 'modified_ode_trajectory',
+           'ImplicitBiasReport', 'implicit_bias_report', 'GradientNorms', 'gradient_norms', 'log_gradient_norms',
+           'Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field',
+           'gd_trajectory', 'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss',
+           'heavy_ball_trajectory', 'check_field_hyperparameters', 'Schedule', 'cyclic_schedule', 'shuffled_schedule',
+           'schedule_sequence', 'batch_weights', 'minibatch_moments']
 
 # %% ../nbs/02_adam_ode.ipynb
 _all_ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
@@ -39,6 +39,13 @@ def perturbed_one_norm(g: Tensor,   # a gradient, any shape
                       ) -> Tensor:
     "‖g‖_{1,ε} = Σ_j sqrt(g_j² + ε)."
     return (g.pow(2) + eps).sqrt().sum()
+
+# %% ../nbs/02_adam_ode.ipynb
+def perturbed_sign(g: Tensor,   # a gradient, any shape
+                   eps: float,  # ε > 0
+                  ) -> Tensor:
+    "g/R = g/√(g² + ε), componentwise: sign(g) where g² ≫ ε, g/√ε where g² ≪ ε."
+    return g / (g.pow(2) + eps).sqrt()
 
 # %% ../nbs/02_adam_ode.ipynb
 def memory_coefficients(beta: float,          # β (or ρ), in [0, 1)
@@ -71,8 +78,7 @@ def first_order_field(loss: Loss | Sequence[Loss], # a loss, or the batch losses
         return minibatch_first_order_field(losses, theta, beta=beta, rho=rho, eps=eps, n=n, schedule=schedule,
                                            bias_correction=bias_correction)
     eps, *_ = check_field_hyperparameters(eps=eps, **{k: v for k, v in dict(beta=beta, rho=rho).items() if v is not None})
-    g = gradient(losses[0], theta)
-    return g / (g.pow(2) + eps).sqrt()
+    return perturbed_sign(gradient(losses[0], theta), eps)
 
 def second_order_field(loss: Loss | Sequence[Loss], # θ ↦ E(θ), or the batch losses E_0, ..., E_{m-1}
                        theta: Tensor,         # flat θ
@@ -90,39 +96,54 @@ def second_order_field(loss: Loss | Sequence[Loss], # θ ↦ E(θ), or the batch
     h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
     if not bias_correction: n = None
     b, r = memory_coefficients(beta, n), memory_coefficients(rho, n)
-    g, u = grad_and_hvp(losses[0], theta, lambda g: g / (g.pow(2) + eps).sqrt())
+    g, u = grad_and_hvp(losses[0], theta, lambda g: perturbed_sign(g, eps))
     R2 = g.pow(2) + eps
-    R = R2.sqrt()
-    return g / R + h / R * (b - r + (r + 0.5) * eps / R2) * u
+    return perturbed_sign(g, eps) + h * (b - r + (r + 0.5) * eps / R2) * u / R2.sqrt()
 
 # %% ../nbs/02_adam_ode.ipynb
+class Regime(NamedTuple):
+    "Remark 3.2 for one configuration, and, given a gradient, where its components lie against ε."
+    c: float                    # c(β, ρ) = β/(1-β) - ρ/(1-ρ), the coefficient of h‖∇E‖_{1,ε} as n → ∞
+    sign: int                   # +1: the one-norm is penalized; -1: anti-penalized; 0: neither
+    one_norm_strength: float    # h·c
+    two_norm_strength: float    # h(1+β)/(4(1-β)√ε), the coefficient of ‖∇E‖₂² in the large-ε limit
+    regime: str                 # 'small-eps', 'large-eps' or 'intermediate' (without a gradient: 'small-eps')
+    penalized: str              # what Adam's implicit bias does, in words
+    share_small_eps: float | None = None     # share of components with ε/R² below `small` (None without a gradient)
+    share_large_eps: float | None = None     # share with ε/R² above `large`
+    share_intermediate: float | None = None  # the rest
+
+def _shares(grad: Tensor, eps: float, small: float, large: float) -> tuple[float, float]:
+    "The shares of components of `grad` with ε/R² < small and ε/R² > large; a `ValueError` for a non-finite gradient."
+    if (bad := ~torch.isfinite(grad.detach())).any():
+        i = bad.flatten().nonzero()[0].item()
+        raise ValueError(f"grad has {bad.sum().item()} non-finite component(s) out of {grad.numel()} (the first: "
+                         f"grad.flatten()[{i}]={grad.flatten()[i].item()}); no regime can be read from it")
+    ratio = eps / (grad.detach().double().pow(2) + eps)
+    return (ratio < small).double().mean().item(), (ratio > large).double().mean().item()
+
+# %% ../nbs/02_adam_ode.ipynb
+_WORDS = {'small-eps': "{} the perturbed one-norm ‖∇E‖_1,ε",
+          'large-eps': "penalizes the squared two-norm ‖∇E‖_2² (GD with momentum, step h/√ε)",
+          'intermediate': "a mix: {} ‖∇E‖_1,ε where g² ≫ ε, penalizes ‖∇E‖_2² where g² ≪ ε"}
+
 def classify_regime(h: float, beta: float, rho: float, eps: float,
                     grad: Tensor | None = None, # optionally a gradient, to measure where its components lie against ε
-                   ) -> dict:
+                    *, small: float = 0.1,      # ε/R² below this: a component in the small-ε regime
+                    large: float = 0.9,         # ε/R² above this: a component in the large-ε regime
+                    majority: float = 0.5,      # the share of components that decides the regime
+                   ) -> Regime:
     "Remark 3.2: the coefficient c(β, ρ), its sign, and what Adam's implicit bias penalizes for this configuration."
     h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
     h, beta, rho, eps = (as_number(k, v) for k, v in dict(h=h, beta=beta, rho=rho, eps=eps).items()) # no tensors here
     c = penalty_coefficient(beta, rho)
     sign = (c > 0) - (c < 0)
-    out = dict(c=c, sign=sign, one_norm_strength=h * c, two_norm_strength=h * (1 + beta) / (4 * (1 - beta) * math.sqrt(eps)))
+    shares, regime = (None, None, None), 'small-eps'
     if grad is not None:
-        if not (bad := ~torch.isfinite(grad.detach())).any(): ratio = eps / (grad.detach().double().pow(2) + eps)
-        else:
-            i = bad.flatten().nonzero()[0].item()
-            raise ValueError(f"grad has {bad.sum().item()} non-finite component(s) out of {grad.numel()} (the first: "
-                             f"grad.flatten()[{i}]={grad.flatten()[i].item()}); no regime can be read from it")
-        out.update(share_small_eps=(ratio < 0.1).double().mean().item(),
-                   share_large_eps=(ratio > 0.9).double().mean().item())
-        out['share_intermediate'] = 1 - out['share_small_eps'] - out['share_large_eps']
-        regime = ('small-eps' if out['share_small_eps'] >= 0.5 else
-                  'large-eps' if out['share_large_eps'] >= 0.5 else 'intermediate')
-    else: regime = 'small-eps'
-    one_norm = {1: 'penalizes', -1: 'anti-penalizes', 0: 'neither penalizes nor anti-penalizes'}[sign]
-    out['regime'] = regime
-    out['penalized'] = {'small-eps': f"{one_norm} the perturbed one-norm ‖∇E‖_1,ε",
-                        'large-eps': "penalizes the squared two-norm ‖∇E‖_2² (GD with momentum, step h/√ε)",
-                        'intermediate': f"a mix: {one_norm} ‖∇E‖_1,ε where g² ≫ ε, penalizes ‖∇E‖_2² where g² ≪ ε"}[regime]
-    return out
+        s, l = _shares(grad, eps, small, large)
+        shares, regime = (s, l, 1 - s - l), 'small-eps' if s >= majority else 'large-eps' if l >= majority else 'intermediate'
+    words = _WORDS[regime].format({1: 'penalizes', -1: 'anti-penalizes', 0: 'neither penalizes nor anti-penalizes'}[sign])
+    return Regime(c, sign, h * c, h * (1 + beta) / (4 * (1 - beta) * math.sqrt(eps)), regime, words, *shares)
 
 # %% ../nbs/02_adam_ode.ipynb
 def penalty_F(x: Tensor | float,  # E'(θ), the one-dimensional gradient
@@ -173,30 +194,49 @@ def modified_ode_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch 
     return piecewise_trajectory(field, theta0, h=h, steps=steps, substeps=substeps, progress=progress)
 
 # %% ../nbs/02_adam_ode.ipynb
+class ImplicitBiasReport(NamedTuple):
+    "What Adam's implicit bias does to a model at its current parameters (see `implicit_bias_report`)."
+    regime: Regime                     # Remark 3.2 for the configuration, with the shares of the model's gradient components
+    loss: float                        # E(θ) on the batch
+    perturbed_one_norm: float          # ‖∇E(θ)‖_{1,ε}
+    correction_relative: float         # ‖f̃ - f‖ / ‖f‖: the second-order correction against the first-order field f = g/R
+    correction_relative_median: float  # the median over components of |f̃_j - f_j| / |f_j|
+    expansion_valid: bool              # whether that median is below `validity`: the modified equation describes Adam
+
 def implicit_bias_report(model: torch.nn.Module, loss_fn, batch: tuple, *, h: float, beta: float, rho: float, eps: float,
-                         n: int | None = None, # step index for the memory coefficients; None for the long-run limit
-                        ) -> dict:
+                         n: int | None = None,    # step index for the memory coefficients; None for the long-run limit
+                         validity: float = 1.0,   # the largest median relative correction for which the expansion is trusted
+                        ) -> ImplicitBiasReport:
     "Remark 3.2 for a model at its current parameters: regime, coefficient, and the relative size of Adam's correction term."
     loss, theta = flat_loss(model, loss_fn, batch)
     f2 = second_order_field(loss, theta, h=h, beta=beta, rho=rho, eps=eps, n=n)
     g = gradient(loss, theta)
-    f1 = g / (g.pow(2) + eps).sqrt()
-    out = classify_regime(h, beta, rho, eps, grad=g)
-    out.update(loss=loss(theta).item(), perturbed_one_norm=perturbed_one_norm(g, eps).item(),
-               correction_relative=((f2 - f1).norm() / f1.norm()).item(),
-               correction_relative_median=((f2 - f1).abs() / f1.abs().clamp_min(1e-30)).median().item())
-    out['expansion_valid'] = out['correction_relative_median'] < 1
-    return out
+    f1 = perturbed_sign(g, eps)
+    median = ((f2 - f1).abs() / f1.abs().clamp_min(1e-30)).median().item()
+    return ImplicitBiasReport(classify_regime(h, beta, rho, eps, grad=g), loss(theta).item(), perturbed_one_norm(g, eps).item(),
+                              ((f2 - f1).norm() / f1.norm()).item(), median, median < validity)
 
 # %% ../nbs/02_adam_ode.ipynb
-def gradient_norms(params, eps: float) -> dict:
-    "The perturbed one-norm, one-norm and two-norm of the gradients held by `params`, summed in float64."
-    g = torch.cat([p.grad.detach().flatten() for p in params if p.grad is not None]).double()
-    return dict(perturbed_one_norm=perturbed_one_norm(g, eps).item(), one_norm=g.abs().sum().item(), two_norm=g.norm().item())
+class GradientNorms(NamedTuple):
+    "The norms of a gradient that the theory is about, and the share of its components where the one-norm term acts."
+    perturbed_one_norm: float  # ‖g‖_{1,ε} = Σ_j √(g_j² + ε)
+    one_norm: float            # ‖g‖₁
+    two_norm: float            # ‖g‖₂
+    small_eps_share: float     # the share of components with ε/(g_j² + ε) below `small` (Remark 3.2's small-ε regime)
+
+def gradient_norms(grad,                  # a gradient tensor, or parameters whose `.grad` holds it
+                   eps: float,            # the ε of the perturbed norm
+                   small: float = 0.1,    # the threshold of the small-ε regime, as in `classify_regime`
+                  ) -> GradientNorms:
+    "‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂ and the small-ε share of a gradient, summed in float64."
+    g = grad if isinstance(grad, Tensor) else torch.cat([p.grad.flatten() for p in grad if p.grad is not None])
+    g = g.detach().double().flatten()
+    return GradientNorms(perturbed_one_norm(g, eps).item(), g.abs().sum().item(), g.norm().item(),
+                         _shares(g, eps, small, 1.0)[0])
 
 def log_gradient_norms(optimizer: torch.optim.Optimizer,
                        eps: float | None = None, # ε of the perturbed norm; default: the first group's `eps`
-                      ) -> list[dict]:
+                      ) -> list[GradientNorms]:
     "Register a step pre-hook on `optimizer`; returns the list that receives `gradient_norms` before every step."
     log, eps = [], eps if eps is not None else optimizer.param_groups[0]['eps']
     def hook(opt, args, kwargs):

@@ -30,16 +30,17 @@ def figure_style():
     with matplotlib.rc_context(STYLE): yield
 
 # %% ../nbs/05_plots.ipynb
-def value_colors(values,               # the hyperparameter values, in any order
-                 cmap: str = 'viridis' # a matplotlib colormap name
+def value_colors(values,                # the hyperparameter values, in any order
+                 cmap: str = 'viridis', # a matplotlib colormap name
+                 span: tuple[float, float] = (0.1, 0.85), # the part of the colormap used, from the smallest value to the largest
                 ) -> dict:
     "Map each distinct value to a colour, ordered from the smallest to the largest."
-    vals = sorted(set(values))
+    vals, (lo, hi) = sorted(set(values)), span
     cm = matplotlib.colormaps[cmap]
-    return {v: cm(0.1 + 0.75 * i / max(len(vals) - 1, 1)) for i, v in enumerate(vals)}
+    return {v: cm(lo + (hi - lo) * i / max(len(vals) - 1, 1)) for i, v in enumerate(vals)}
 
 # %% ../nbs/05_plots.ipynb
-SIZES = dict(caption=6.5, stamp=6.5, note=7)   # font sizes (pt) outside `STYLE`: captions, the scale stamp, in-panel notes
+SIZES = dict(caption=6.5, stamp=6.5, note=7, legend=6.5)   # font sizes (pt) outside `STYLE`: captions, stamp, notes, small legends
 
 def add_caption(fig,          # a matplotlib figure
                 text: str,    # the caption

@@ -5,26 +5,25 @@
 # %% ../nbs/06_toy.ipynb 2
 from __future__ import annotations
 import math
-import textwrap
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 from torch.func import grad, vmap
-import matplotlib
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 
 from .optim import check_hyperparameters
 from .fields import (adam_trajectory, classify_regime, first_order_field, penalty_F, penalty_coefficient,
                                        piecewise_trajectory, second_order_field)
-from .plots import figure_style, value_colors
+from .plots import figure_style, value_colors, SIZES
 
 # %% auto 0
-__all__ = ['THETA0', 'CROSS', 'penalty_numbers', 'figure1', 'bilinear_loss', 'one_norm_minimizer', 'hyperbola_distance',
-           'curve_specs', 'stacked_loss', 'adam_trajectories', 'ode_trajectories', 'correction_ratio', 'valid_steps',
-           'fig2_table', 'orderings', 'figure2']
+__all__ = ['THETA0', 'CROSS', 'SHADES', 'PLANE', 'LEVELS', 'ZOOM_MARGIN', 'penalty_numbers', 'figure1', 'figure1_caption',
+           'bilinear_loss', 'one_norm_minimizer', 'hyperbola_distance', 'curve_specs', 'stacked_loss',
+           'adam_trajectories', 'ode_trajectories', 'correction_ratio', 'valid_steps', 'fig2_table', 'orderings',
+           'figure2', 'figure2_caption']
 
 # %% ../nbs/06_toy.ipynb
 def penalty_numbers(*, beta: float,         # β, fixed
@@ -37,9 +36,8 @@ def penalty_numbers(*, beta: float,         # β, fixed
 
 # %% ../nbs/06_toy.ipynb
 def figure1(cfg: dict,    # the `fig1` entry of the scale's `TOY` config
-            scale: str,   # stated in the caption
-           ) -> tuple[plt.Figure, str]:
-    "Figure 1: F/h against x ∈ [-1, 1], one panel per ε, one curve per ρ; returns the figure and its caption."
+           ) -> plt.Figure:
+    "Figure 1: F/h against x ∈ [-1, 1], one panel per ε, one curve per ρ."
     x = torch.linspace(-1, 1, cfg['grid'], dtype=torch.float64)
     colors = value_colors(cfg['rhos'], 'viridis')
     with figure_style():
@@ -51,15 +49,18 @@ def figure1(cfg: dict,    # the `fig1` entry of the scale's `TOY` config
             ax.set_yscale('asinh', linear_width=3); ax.set_yticks([-1000, -100, -10, 0, 10], ['$-10^3$', '$-10^2$', '$-10$', '0', '10'])
             ax.set_title(f'ε = {e:g}'); ax.set_xlabel("$x = E'(\\theta)$")
         axs[0].set_ylabel('$F(x)/h$'); axs[-1].legend(title=f"β = {cfg['beta']:g}", loc='center left', bbox_to_anchor=(1.02, 0.5))
-    caption = (f"Figure 1 (scale: {scale}). The penalty F(x)/h of Remark 3.2 in one dimension, β = {cfg['beta']:g}, "
-               f"ρ ∈ {{{', '.join(f'{r:g}' for r in cfg['rhos'])}}}, vertical axis asinh-scaled (linear within about ±3, logarithmic beyond). Leftmost (ε = {cfg['eps'][0]:g} << x²): "
-               f"F/h ≈ c(β, ρ)|x|, a V of slope c. For ρ > β it points down: adding h·c·‖∇E‖₁,ε to the loss rewards a large "
-               f"gradient, so Adam anti-penalizes the (perturbed) one-norm of the gradient; ρ = β gives c = 0 (F of order √ε), "
-               f"ρ < β penalizes it. Near x = 0 (middle, right) F/h ≈ (1+β)x²/(4(1-β)√ε), a parabola "
-               f"pointing up: the squared two-norm is penalized, as for GD with momentum; it reaches only to |x| ≈ 2√(Aε/(A+2B)), "
-               f"A = (1+β)/(1-β), B = (1+ρ)/(1-ρ), beyond which the anti-penalty of large ρ "
-               f"takes over again. The values of ε are this project's choice.")
-    return fig, caption
+    return fig
+
+def figure1_caption(cfg: dict, scale: str) -> str:
+    "Figure 1's caption: the setting, and what the panels show."
+    return (f"Figure 1 (scale: {scale}). The penalty F(x)/h of Remark 3.2 in one dimension, β = {cfg['beta']:g}, "
+            f"ρ ∈ {{{', '.join(f'{r:g}' for r in cfg['rhos'])}}}, vertical axis asinh-scaled (linear within about ±3, logarithmic "
+            f"beyond). Leftmost (ε = {cfg['eps'][0]:g} << x²): F/h ≈ c(β, ρ)|x|, a V of slope c. For ρ > β it points down: adding "
+            f"h·c·‖∇E‖₁,ε to the loss rewards a large gradient, so Adam anti-penalizes the (perturbed) one-norm of the gradient; "
+            f"ρ = β gives c = 0 (F of order √ε), ρ < β penalizes it. Near x = 0 (middle, right) F/h ≈ (1+β)x²/(4(1-β)√ε), a "
+            f"parabola pointing up: the squared two-norm is penalized, as for GD with momentum; it reaches only to |x| ≈ "
+            f"2√(Aε/(A+2B)), A = (1+β)/(1-β), B = (1+ρ)/(1-ρ), beyond which the anti-penalty of large ρ takes over again. The "
+            f"values of ε are this project's choice.")
 
 # %% ../nbs/06_toy.ipynb
 THETA0 = (2.8, 3.5)                         # where every trajectory of Figure 2 starts
@@ -97,9 +98,9 @@ def hyperbola_distance(theta: Tensor,        # points (θ₁, θ₂), shape [...
 def curve_specs(cfg: dict, # the `fig2` entry of the scale's `TOY` config
                ) -> list[dict]:
     "The distinct curves of Figure 2, each a dict(panel, h, beta, rho): the left panel first, then the right."
-    L, R = cfg['left'], cfg['right']
-    left = [(L['h'], b, L['rho']) for b in L['betas']] + [(L['h'], L['beta'], r) for r in L['rhos']]
-    right = [(h, b, r) for b, r in R['pairs'] for h in R['hs']]
+    lp, rp = cfg['left'], cfg['right']   # the two panels' settings
+    left = [(lp['h'], b, lp['rho']) for b in lp['betas']] + [(lp['h'], lp['beta'], r) for r in lp['rhos']]
+    right = [(h, b, r) for b, r in rp['pairs'] for h in rp['hs']]
     keys = dict.fromkeys([('left', *c) for c in left] + [('right', *c) for c in right])
     return [dict(panel=p, h=h, beta=b, rho=r) for p, h, b, r in keys]
 
@@ -154,24 +155,23 @@ def valid_steps(ode: Tensor,       # [K, steps+1, 2]
     return [int(b.nonzero()[0]) if b.any() else len(b) for b in bad]
 
 # %% ../nbs/06_toy.ipynb
+def _table_row(c: dict, a: Tensor, ode: Tensor | None, valid: int | None, eps: float) -> dict:
+    "One curve's row of `fig2_table`: c is its spec, a its Adam trajectory, ode its ODE (or None) and valid its valid steps."
+    regime, final = classify_regime(c['h'], c['beta'], c['rho'], eps), a[-1]
+    E = bilinear_loss(final).item()
+    return dict(panel=c['panel'], h=c['h'], beta=c['beta'], rho=c['rho'], eps=eps, steps=len(a) - 1, c=regime.c,
+                hc=regime.one_norm_strength, penalized=regime.penalized, theta1=final[0].item(), theta2=final[1].item(), loss=E,
+                distance=hyperbola_distance(final).item(), diverged=not (math.isfinite(E) and bool((final > 0).all())),
+                ode_valid_steps=valid, ode_gap=None if ode is None else (a[:valid] - ode[:valid]).norm(dim=-1).max().item())
+
 def fig2_table(curves: list[dict],          # `curve_specs`
                adam: Tensor,                # `adam_trajectories`, [K, steps+1, 2]
                ode: Tensor | None = None,   # `ode_trajectories`; None leaves the ODE columns empty
                valid: list[int] | None = None, # `valid_steps`
                *, eps: float) -> pd.DataFrame:
     "One row per curve: hyperparameters, c(β, ρ), Adam's final point, loss and distance to the cross, and how well the ODE follows."
-    rows, steps = [], adam.shape[1] - 1
-    for k, (c, a) in enumerate(zip(curves, adam)):
-        regime = classify_regime(c['h'], c['beta'], c['rho'], eps)
-        final, E = a[-1], bilinear_loss(a[-1]).item()
-        rows.append(dict(panel=c['panel'], h=c['h'], beta=c['beta'], rho=c['rho'], eps=eps, steps=steps,
-                         c=regime['c'], hc=regime['one_norm_strength'], penalized=regime['penalized'],
-                         theta1=final[0].item(), theta2=final[1].item(), loss=E,
-                         distance=hyperbola_distance(final).item(),
-                         diverged=not (math.isfinite(E) and bool((final > 0).all())),
-                         ode_valid_steps=valid[k] if ode is not None else None,
-                         ode_gap=(a[:valid[k]] - ode[k, :valid[k]]).norm(dim=-1).max().item() if ode is not None else None))
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_table_row(c, a, None if ode is None else ode[k], None if ode is None else valid[k], eps)
+                         for k, (c, a) in enumerate(zip(curves, adam))])
 
 def _monotone(t: pd.DataFrame, by: str, sign: int) -> bool:
     d = t.sort_values(by)['distance'].to_numpy()
@@ -179,91 +179,103 @@ def _monotone(t: pd.DataFrame, by: str, sign: int) -> bool:
 
 def orderings(table: pd.DataFrame, cfg: dict) -> dict:
     "The four claims of Figure 2, measured on `table`: each True when the distances are strictly monotone as the paper says."
-    L, R, left, right = cfg['left'], cfg['right'], table[table.panel == 'left'], table[table.panel == 'right']
+    lp, rp, left, right = cfg['left'], cfg['right'], table[table.panel == 'left'], table[table.panel == 'right']
     pair = lambda b, r: right[(right.beta == b) & (right.rho == r)]
-    (bb, rb), (br, rr) = R['pairs']
-    return {'larger beta, closer (left)': _monotone(left[(left.rho == L['rho'])], 'beta', -1),
-            'larger rho, farther (left)': _monotone(left[(left.beta == L['beta'])], 'rho', +1),
+    (bb, rb), (br, rr) = rp['pairs']
+    return {'larger beta, closer (left)': _monotone(left[(left.rho == lp['rho'])], 'beta', -1),
+            'larger rho, farther (left)': _monotone(left[(left.beta == lp['beta'])], 'rho', +1),
             'larger h, closer when beta >> rho (right)': _monotone(pair(bb, rb), 'h', -1),
             'larger h, farther when rho > beta (right)': _monotone(pair(br, rr), 'h', +1)}
 
 # %% ../nbs/06_toy.ipynb
-def _shades(values, cmap: str) -> dict:
-    "Darker shades of `cmap` for larger values (the pale end of a sequential map is left out)."
-    vals = sorted(set(values))
-    return {v: matplotlib.colormaps[cmap](0.4 + 0.55 * i / max(len(vals) - 1, 1)) for i, v in enumerate(vals)}
+SHADES = (0.4, 0.95)   # the part of a sequential colormap used for a family of curves (its pale end left out)
 
 def _panel_styles(table: pd.DataFrame, cfg: dict) -> list[tuple[str, tuple]]:
     "A label and a colour per row: blues for the β family (or β ≫ ρ), oranges for the ρ family (or ρ > β), black if shared."
-    L, R = cfg['left'], cfg['right']
-    out = []
+    lp, rp, out = cfg['left'], cfg['right'], []
+    blues_b, oranges_r = value_colors(lp['betas'], 'Blues', SHADES), value_colors(lp['rhos'], 'Oranges', SHADES)
     for _, r in table.iterrows():
         if r.panel == 'left':
-            in_b, in_r = r.rho == L['rho'] and r.beta in L['betas'], r.beta == L['beta'] and r.rho in L['rhos']
-            color = 'black' if in_b and in_r else _shades(L['betas'], 'Blues')[r.beta] if in_b else _shades(L['rhos'], 'Oranges')[r.rho]
-            out.append((f'β = {r.beta:g}, ρ = {r.rho:g}', color))
+            in_b, in_r = r.rho == lp['rho'] and r.beta in lp['betas'], r.beta == lp['beta'] and r.rho in lp['rhos']
+            out.append((f'β = {r.beta:g}, ρ = {r.rho:g}', 'black' if in_b and in_r else blues_b[r.beta] if in_b else oranges_r[r.rho]))
         else:
-            color = _shades(R['hs'], 'Blues' if [r.beta, r.rho] == list(R['pairs'][0]) else 'Oranges')[r.h]
-            out.append((f'h = {r.h:g}, β = {r.beta:g}, ρ = {r.rho:g}', color))
+            family = 'Blues' if [r.beta, r.rho] == list(rp['pairs'][0]) else 'Oranges'
+            out.append((f'h = {r.h:g}, β = {r.beta:g}, ρ = {r.rho:g}', value_colors(rp['hs'], family, SHADES)[r.h]))
     return out
 
+# %% ../nbs/06_toy.ipynb
+PLANE = dict(xlim=(0, 3.3), ylim=(0, 3.8))  # the (θ₁, θ₂) window of the top panels, from the start (2.8, 3.5) to the hyperbola
+LEVELS = (-2.9, 50)                         # the level sets ℓ whose one-norm minimizers draw the diagonal in that window
+ZOOM_MARGIN = 0.06                          # the magnified panels extend this far beyond the landing points
+
 def _draw_geometry(ax):
-    t1 = torch.linspace(0.19, 3.3, 400, dtype=torch.float64)
+    "The hyperbola of minimizers, the diagonal of one-norm minimizers and the cross."
+    t1 = torch.linspace(3 / (4 * PLANE['ylim'][1]), PLANE['xlim'][1], 400, dtype=torch.float64)
     ax.plot(t1, 0.75 / t1, color='0.2', lw=0.9, label='minimizers, $4\\theta_1\\theta_2 = 3$')
-    diag = one_norm_minimizer(torch.linspace(-2.9, 50, 200, dtype=torch.float64))
+    diag = one_norm_minimizer(torch.linspace(*LEVELS, 200, dtype=torch.float64))
     ax.plot(diag[:, 0], diag[:, 1], ':', color='0.45', lw=0.9, label='$\\|\\nabla E\\|_1$-minimizers on level sets')
     ax.plot(*CROSS, 'x', color='crimson', ms=7, mew=1.6, label='$(\\sqrt{3}/2, \\sqrt{3}/2)$', zorder=5)
+
+def _draw_curves(ax, rows: list[int], table: pd.DataFrame, adam: Tensor, ode: Tensor, styles: list):
+    "Adam (solid, a dot at its end) and the ODE over its valid steps (dashed, an open circle where it stops) for `rows`."
+    for i in rows:
+        (label, color), v = styles[i], int(table.ode_valid_steps[i])
+        ax.plot(adam[i, :, 0], adam[i, :, 1], color=color, lw=0.9, label=label)
+        ax.plot(ode[i, :v, 0], ode[i, :v, 1], '--', color=color, lw=1.4, alpha=0.8)
+        ax.plot(ode[i, v - 1, 0], ode[i, v - 1, 1], 'o', mfc='white', mec=color, ms=4, zorder=6)
+        ax.plot(adam[i, -1, 0], adam[i, -1, 1], 'o', color=color, ms=4, zorder=6)
+
+# %% ../nbs/06_toy.ipynb
+def _draw_panel(ax, zoom, rows: list[int], table, adam, ode, styles, title: str):
+    "One panel of Figure 2 (top) and its magnification where the trajectories land (below)."
+    for a in (ax, zoom): _draw_geometry(a); _draw_curves(a, rows, table, adam, ode, styles)
+    ax.plot(*THETA0, 's', color='0.2', ms=4)
+    ax.annotate('start', THETA0, xytext=(-26, 2), textcoords='offset points', fontsize=SIZES['note'])
+    ax.set(**PLANE, aspect='equal', xlabel='$\\theta_1$', ylabel='$\\theta_2$', title=title)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[3:], labels[3:], loc='upper left', fontsize=SIZES['legend'])   # the curves; the geometry is named below
+    lo, hi = adam[rows, -1].min(0).values - ZOOM_MARGIN, adam[rows, -1].max(0).values + ZOOM_MARGIN
+    zoom.set(xlim=(lo[0].item(), hi[0].item()), ylim=(lo[1].item(), hi[1].item()), xlabel='$\\theta_1$', ylabel='$\\theta_2$',
+             title='magnified: where the trajectories land')
+    ax.indicate_inset_zoom(zoom, edgecolor='0.4')
+    return handles[:3], labels[:3]
 
 def figure2(table: pd.DataFrame, # `fig2_table`
             adam: Tensor,       # [K, steps+1, 2], in the order of the table's rows
             ode: Tensor,        # [K, steps+1, 2]
             cfg: dict,          # the `fig2` entry of the scale's `TOY` config
-            scale: str,         # stated in the caption
-           ) -> tuple[plt.Figure, str]:
-    "Figure 2: the left and right panels (top), each magnified where the trajectories land (below); the figure and its caption."
-    styles, claims = _panel_styles(table, cfg), orderings(table, cfg)
+           ) -> plt.Figure:
+    "Figure 2: the left and right panels (top), each magnified where the trajectories land (below)."
+    styles = _panel_styles(table, cfg)
     titles = (f"h = {cfg['left']['h']:g}: β and ρ vary", 'h varies: $\\beta \\gg \\rho$ (blue), $\\rho > \\beta$ (orange)')
     with figure_style():
         fig, axs = plt.subplots(2, 2, figsize=(7.2, 7.4), height_ratios=[1.2, 1])
         for (ax, zoom), panel, title in zip(axs.T, ('left', 'right'), titles):
-            rows = [i for i in range(len(table)) if table.panel[i] == panel]
-            for a in (ax, zoom):
-                _draw_geometry(a)
-                for i in rows:
-                    label, color = styles[i]
-                    v = int(table.ode_valid_steps[i])
-                    a.plot(adam[i, :, 0], adam[i, :, 1], color=color, lw=0.9, label=label)
-                    a.plot(ode[i, :v, 0], ode[i, :v, 1], '--', color=color, lw=1.4, alpha=0.8)
-                    a.plot(ode[i, v - 1, 0], ode[i, v - 1, 1], 'o', mfc='white', mec=color, ms=4, zorder=6)
-                    a.plot(adam[i, -1, 0], adam[i, -1, 1], 'o', color=color, ms=4, zorder=6)
-            ax.plot(*THETA0, 's', color='0.2', ms=4)
-            ax.annotate('start', THETA0, xytext=(-26, 2), textcoords='offset points', fontsize=7)
-            ax.set(xlim=(0, 3.3), ylim=(0, 3.8), aspect='equal', xlabel='$\\theta_1$', ylabel='$\\theta_2$', title=title)
-            handles, labels = ax.get_legend_handles_labels()
-            ax.legend(handles[3:], labels[3:], loc='upper left', fontsize=6.5)   # the curves; the geometry is named below
-            lo, hi = adam[rows, -1].min(0).values - 0.06, adam[rows, -1].max(0).values + 0.06
-            zoom.set(xlim=(lo[0].item(), hi[0].item()), ylim=(lo[1].item(), hi[1].item()), xlabel='$\\theta_1$',
-                     ylabel='$\\theta_2$', title='magnified: where the trajectories land')
-            ax.indicate_inset_zoom(zoom, edgecolor='0.4')
-        axs[1, 0].legend(handles[:3], labels[:3], loc='lower left', fontsize=6.5)
+            geometry = _draw_panel(ax, zoom, [i for i in range(len(table)) if table.panel[i] == panel], table, adam, ode, styles, title)
+        axs[1, 0].legend(*geometry, loc='lower left', fontsize=SIZES['legend'])
         fig.tight_layout()
-    L, R = cfg['left'], cfg['right']
-    def d(by, **k):  # the distances of the rows matching k, in increasing order of `by`
-        rows = table[np.logical_and.reduce([table[c] == v for c, v in k.items()])].sort_values(by)
-        return ', '.join(f'{x:.3f}' for x in rows.distance)
-    (bb, rb), (br, rr) = R['pairs']
+    return fig
+
+# %% ../nbs/06_toy.ipynb
+def _distances(table: pd.DataFrame, by: str, **match) -> str:
+    "The distances of the rows matching `match`, in increasing order of `by`."
+    rows = table[np.logical_and.reduce([table[c] == v for c, v in match.items()])].sort_values(by)
+    return ', '.join(f'{x:.3f}' for x in rows.distance)
+
+def figure2_caption(table: pd.DataFrame, cfg: dict, scale: str) -> str:
+    "Figure 2's caption: the setting, every landing distance, and the four orderings as measured."
+    lp, rp, claims, join = cfg['left'], cfg['right'], orderings(table, cfg), lambda xs: ', '.join(f'{x:g}' for x in xs)
+    (bb, rb), (br, rr) = rp['pairs']
     yes = lambda key: 'yes' if claims[key] else 'NO'
-    caption = (f"Figure 2 (scale: {scale}). Adam (solid, dot at the last iterate) and its second-order ODE (dashed, drawn while "
-               f"its correction is at most {cfg['validity']:g} of the first-order field and a step changes the gradient by at most that "
-               f"fraction of itself; open "
-               f"circle where it stops) on E = ½(4θ₁θ₂ − 3)² from (2.8, 3.5); ε = {cfg['eps']:g}, {cfg['steps']} steps. "
-               f"Left: h = {L['h']:g}; β = {', '.join(f'{b:g}' for b in L['betas'])} at ρ = {L['rho']:g} land at distances "
-               f"{d('beta', panel='left', rho=L['rho'])} from the cross along the hyperbola; ρ = {', '.join(f'{r:g}' for r in L['rhos'])} "
-               f"at β = {L['beta']:g} at {d('rho', panel='left', beta=L['beta'])}. Right: h = {', '.join(f'{h:g}' for h in R['hs'])} "
-               f"with (β, ρ) = ({bb:g}, {rb:g}) at {d('h', panel='right', beta=bb, rho=rb)}, and with ({br:g}, {rr:g}) at "
-               f"{d('h', panel='right', beta=br, rho=rr)}. Measured orderings: larger β nearer the cross: "
-               f"{yes('larger beta, closer (left)')}; larger ρ farther: {yes('larger rho, farther (left)')}; larger h nearer "
-               f"when β >> ρ: {yes('larger h, closer when beta >> rho (right)')}; larger h farther when ρ > β: "
-               f"{yes('larger h, farther when rho > beta (right)')}. The hyperparameters are this project's choice (the paper's "
-               f"were not recovered).")
-    return fig, caption
+    return (f"Figure 2 (scale: {scale}). Adam (solid, dot at the last iterate) and its second-order ODE (dashed, drawn while its "
+            f"correction is at most {cfg['validity']:g} of the first-order field and a step changes the gradient by at most that "
+            f"fraction of itself; open circle where it stops) on E = ½(4θ₁θ₂ − 3)² from (2.8, 3.5); ε = {cfg['eps']:g}, "
+            f"{cfg['steps']} steps. Left: h = {lp['h']:g}; β = {join(lp['betas'])} at ρ = {lp['rho']:g} land at distances "
+            f"{_distances(table, 'beta', panel='left', rho=lp['rho'])} from the cross along the hyperbola; ρ = {join(lp['rhos'])} "
+            f"at β = {lp['beta']:g} at {_distances(table, 'rho', panel='left', beta=lp['beta'])}. Right: h = {join(rp['hs'])} with "
+            f"(β, ρ) = ({bb:g}, {rb:g}) at {_distances(table, 'h', panel='right', beta=bb, rho=rb)}, and with ({br:g}, {rr:g}) at "
+            f"{_distances(table, 'h', panel='right', beta=br, rho=rr)}. Measured orderings: larger β nearer the cross: "
+            f"{yes('larger beta, closer (left)')}; larger ρ farther: {yes('larger rho, farther (left)')}; larger h nearer when "
+            f"β >> ρ: {yes('larger h, closer when beta >> rho (right)')}; larger h farther when ρ > β: "
+            f"{yes('larger h, farther when rho > beta (right)')}. The hyperparameters are this project's choice (the paper's were "
+            f"not recovered).")

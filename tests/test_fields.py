@@ -64,7 +64,7 @@ def test_rmsprop_field_is_beta_zero():
     r = memory_coefficients(rho, n)
     expected = g / R + h / R * (-r + (r + 0.5) * eps / R ** 2) * u
     assert torch.allclose(second_order_field(E, THETA, h=h, beta=0.0, rho=rho, eps=eps, n=n), expected, rtol=1e-12)
-    assert classify_regime(h, 0.0, rho, 1e-8)['sign'] == -1
+    assert classify_regime(h, 0.0, rho, 1e-8).sign == -1
 
 def test_large_eps_limit_is_gd_with_averaged_momentum():
     "√ε f̃ → ∇[E + h(1+β)/(4(1-β)√ε) ‖∇E‖²] as ε grows."
@@ -180,7 +180,7 @@ def test_numpy_scalars_and_0d_tensors_are_numbers():
     assert memory_coefficients(np.float32(0.5), torch.tensor(3)) == memory_coefficients(0.5, 3)
     assert penalty_F(0.5, h=np.float64(1.0), beta=torch.tensor(0.9, dtype=torch.float64), rho=0.99, eps=1e-3) == \
            penalty_F(0.5, h=1.0, beta=0.9, rho=0.99, eps=1e-3)
-    assert classify_regime(np.float32(1e-3), np.float64(0.9), torch.tensor(0.999), 1e-8)['sign'] == -1
+    assert classify_regime(np.float32(1e-3), np.float64(0.9), torch.tensor(0.999), 1e-8).sign == -1
     traj = adam_trajectory(E, THETA, h=np.float32(1e-3), steps=np.int64(3), beta=0.9, rho=0.99, eps=1e-3)
     assert traj.shape == (4, 3)
 
