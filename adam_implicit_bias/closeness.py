@@ -8,19 +8,23 @@ import math, time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+import matplotlib.pyplot as plt
 
 from .data import load_mnist
 from .fields import Loss, as_losses, flat_loss, adam_trajectory, modified_ode_trajectory, shuffled_schedule
 from .files import atomic_write_bytes, json_hash, write_checked_json, read_checked_json, results_dir
 from .optim import check_hyperparameters
 from .runs import RunsFailed, run_parallel, torch_threads
+from .plots import SIZES, figure_style
 
 # %% auto 0
-__all__ = ['CACHE_VERSION', 'SCHEDULES', 'mnist_mlp_loss', 'closeness_errors', 'fit_slope', 'finest_pair_slope', 'point_config',
-           'cache_path', 'closeness_point', 'closeness_sweep']
+__all__ = ['CACHE_VERSION', 'SCHEDULES', 'ORDER_STYLE', 'CURVE_STYLE', 'ERROR', 'mnist_mlp_loss', 'closeness_errors', 'fit_slope',
+           'finest_pair_slope', 'point_config', 'cache_path', 'closeness_point', 'closeness_sweep', 'curve_slopes',
+           'plot_along', 'plot_orders', 'figure3', 'figure3_caption']
 
 # %% ../nbs/08_closeness.ipynb
 def mnist_mlp_loss(n_train: int,            # class-balanced MNIST images (a multiple of 10)
@@ -171,3 +175,83 @@ def closeness_sweep(cfg: dict,                        # a `CLOSENESS` scale conf
         raise RunsFailed(failed, describe=lambda item: f"point eps={item[0]['eps']:g}, T={item[0]['T']:g}, h={item[0]['h']:g}")
     fresh = iter(fresh)
     return [{**rec, 'cached': True} if rec is not None else {**next(fresh), 'cached': False} for rec in cached]
+
+# %% ../nbs/08_closeness.ipynb
+def _curve_numbers(c: pd.DataFrame) -> dict:
+    "The numbers of one curve (the rows of one (ε, T)): errors, slopes, integration check."
+    orders = [k for k in ('first', 'second', 'first_full') if f'max_{k}' in c and c[f'max_{k}'].notna().all()]
+    out = dict(eps=float(c.eps.iloc[0]), T=float(c['T'].iloc[0]), substeps=int(c.substeps.iloc[0]), hs=c.h.tolist(),
+               **{f'max_{k}': c[f'max_{k}'].tolist() for k in orders},
+               **{f'slope_{k}': fit_slope(c.h, c[f'max_{k}']) for k in orders},
+               **{f'finest_pair_slope_{k}': finest_pair_slope(c.h, c[f'max_{k}']) for k in orders},
+               **{f'check_{k}': c[f'check_{k}'].dropna().max() for k in ('first', 'second') if k in orders},
+               diverged=int(c.diverged.sum()))
+    out['check_ratio'] = max(out[f'check_{k}'] / c[f'max_{k}'].min() for k in ('first', 'second') if k in orders)
+    if 'second' in orders: out['second_closer_at_every_h'] = bool((c.max_second < c.max_first).all())
+    return out
+
+def curve_slopes(records: list[dict], # `closeness_sweep`'s records
+                ) -> dict[str, dict]:
+    "Per curve 'eps=…, T=…': its step sizes, the largest error of each ODE, their fitted slopes, the integration check."
+    rows = pd.DataFrame([dict(eps=r['config']['eps'], T=r['config']['T'], h=r['config']['h'], substeps=r['config']['substeps'],
+                              diverged=r['diverged'], check_first=r['check_first'], check_second=r.get('check_second'),
+                              **{k: r[k] for k in r if k.startswith('max_')}) for r in records])
+    return {f'eps={eps:g}, T={T:g}': _curve_numbers(c) for (eps, T), c in rows.groupby(['eps', 'T'], sort=False)}
+
+# %% ../nbs/08_closeness.ipynb
+ORDER_STYLE = {'first': dict(color='tab:blue', label='first-order ODE'), 'second': dict(color='tab:red', label='second-order ODE'),
+               'first_full': dict(color='0.35', ls='--', label='full-batch first-order ODE $g/R$')}
+CURVE_STYLE = [dict(marker='o', ls='-'), dict(marker='s', ls='--'), dict(marker='^', ls='-.'), dict(marker='D', ls=':')]
+ERROR = r'\|\theta^{(n)} - \tilde\theta(nh)\|_\infty'   # the error, in the axes' labels
+
+def plot_along(ax, record: dict, labels: dict | None = None) -> None:
+    "Panel (a): the errors of one point along its trajectory, one line per ODE it was compared with."
+    for k in (k for k in ORDER_STYLE if k in record and isinstance(record[k], list)):
+        ax.semilogy(np.arange(1, record['steps'] + 1), record[k][1:], **{**ORDER_STYLE[k], **({'label': labels[k]} if labels else {})})
+    ax.set(xlabel='step $n$', ylabel=f'${ERROR}$')
+    ax.legend(fontsize=SIZES['legend'])
+
+# %% ../nbs/08_closeness.ipynb
+def _reference_slopes(ax, s: dict) -> None:
+    "Dotted lines of slope 1 and 2 through the curve's finest points, labelled at their right ends."
+    hh = np.array([min(s['hs']), max(s['hs'])])
+    for k, order in ((1, 'first'), (2, 'second')):
+        line = s[f'max_{order}'][int(np.argmin(s['hs']))] * (hh / hh[0]) ** k
+        ax.loglog(hh, line, color='0.5', ls=':', lw=1)
+        ax.text(hh[1] * 1.08, line[1], str(k), color='0.4', fontsize=SIZES['note'], va='center')
+
+def plot_orders(ax, slopes: dict) -> None:
+    "Panel (b): the largest error against h per curve and order, log-log, the fitted slopes in the legend."
+    for s, style in zip(slopes.values(), CURVE_STYLE):
+        for k, short in (('first', '1st'), ('second', '2nd')):
+            ax.loglog(s['hs'], s[f'max_{k}'], color=ORDER_STYLE[k]['color'], ms=4, **style,
+                      label=f"{short}, $\\varepsilon$={s['eps']:g}, $T$={s['T']:g}: slope {s[f'slope_{k}']:.2f} "
+                            f"(finest pair {s[f'finest_pair_slope_{k}']:.2f})")
+        _reference_slopes(ax, s)
+    ax.plot([], [], color='0.5', ls=':', lw=1, label='reference slopes 1 and 2')
+    ax.set(xlabel='step size $h$', ylabel=f'$\\max_{{n \\leq T/h}} {ERROR}$', title='(b) largest error against $h$')
+
+# %% ../nbs/08_closeness.ipynb
+def figure3(records: list[dict], # `closeness_sweep`'s records
+            slopes: dict,        # `curve_slopes(records)`
+            panel_a: dict,       # the point of panel (a): dict(eps=, h=)
+           ) -> plt.Figure:
+    "Figure 3: (a) the errors along one trajectory, (b) the largest error against h, with the fitted slopes below."
+    ra = next(r for r in records if r['config']['eps'] == panel_a['eps'] and r['config']['h'] == panel_a['h'])
+    with figure_style():
+        fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(7.2, 3.2))
+        plot_along(ax_a, ra)
+        ax_a.set_title(f"(a) $\\varepsilon$ = {panel_a['eps']:g}, $h$ = {panel_a['h']:g}, $T$ = {ra['config']['T']:g}")
+        plot_orders(ax_b, slopes)
+        fig.legend(*ax_b.get_legend_handles_labels(), loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=2,
+                   fontsize=SIZES['legend'], frameon=False)
+        fig.tight_layout()
+    return fig
+
+def figure3_caption(cfg: dict, slopes: dict, scale: str) -> str:
+    "Figure 3's caption: the setting and the fitted slopes of every curve."
+    fits = '; '.join(f"ε = {s['eps']:g}, T = {s['T']:g}: {s['slope_first']:.2f} / {s['slope_second']:.2f} (finest pair "
+                     f"{s['finest_pair_slope_first']:.2f} / {s['finest_pair_slope_second']:.2f})" for s in slopes.values())
+    return (f"Figure 3 (scale: {scale}). Full-batch Adam (β = {cfg['beta']:g}, ρ = {cfg['rho']:g}) on {cfg['n_train']} MNIST images, "
+            f"tanh MLP 784-{cfg['hidden']}-10, against its first- and second-order ODEs (RK4, {cfg['substeps']} substep(s) per step "
+            f"unless a curve sets more). Fitted slopes, first / second order: {fits}. The integration check δ is in fig3.json.")

@@ -45,9 +45,10 @@ SIZES = dict(caption=6.5, stamp=6.5, note=7, legend=6.5)   # font sizes (pt) out
 def add_caption(fig,          # a matplotlib figure
                 text: str,    # the caption
                ) -> None:
-    "Set `text` below the figure, wrapped to its width."
+    "Set `text` below everything already drawn on the figure (axes, labels, a legend placed below), wrapped to its width."
     chars = int(fig.get_figwidth() * 72 / (0.5 * SIZES['caption']))   # characters per line at the caption's size
-    fig.text(0.01, 0.0, textwrap.fill(text, chars), ha='left', va='top', fontsize=SIZES['caption'], wrap=False)
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()   # in figure fractions; below 0 if outside
+    fig.text(0.01, min(bottom, 0.0) - 0.01, textwrap.fill(text, chars), ha='left', va='top', fontsize=SIZES['caption'])
 
 # %% ../nbs/05_plots.ipynb
 _REPRODUCIBLE = {'.pdf': {'CreationDate': None}, '.png': {}}   # no timestamp: the same figure gives the same bytes
