@@ -46,6 +46,7 @@ def _extremes(name: str, value) -> list[float]:
     bad = t[~torch.isfinite(t)]
     return [bad[0].item()] if len(bad) else [t.min().item(), t.max().item()]
 
+# %% ../nbs/01_bea.ipynb
 def check_field_hyperparameters(**values) -> tuple:
     "`optim.check_hyperparameters` for any of h, beta, rho, eps (numbers, or per-coordinate tensors elementwise); the values, scalars as floats."
     valid = dict(h=0.0, beta=0.0, rho=0.0, eps=1.0)

@@ -115,6 +115,7 @@ def _normalize(x: np.ndarray, idx, dtype, device, stats=None):
     mean, std = stats if stats is not None else (t.mean((0, 2, 3)), t.std((0, 2, 3)))
     return (t - mean[:, None, None]) / std[:, None, None], (mean, std)
 
+# %% ../nbs/07_data.ipynb
 def load_cifar10(n_train: int | None = None,   # balanced training subset size; None for all
                  n_test: int | None = None,    # balanced test subset size; None for all
                  *, root: str | Path | None = None, seed: int = 0,

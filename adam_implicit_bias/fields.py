@@ -80,6 +80,7 @@ def first_order_field(loss: Loss | Sequence[Loss], # a loss, or the batch losses
     eps, *_ = check_field_hyperparameters(eps=eps, **{k: v for k, v in dict(beta=beta, rho=rho).items() if v is not None})
     return perturbed_sign(gradient(losses[0], theta), eps)
 
+# %% ../nbs/02_adam_ode.ipynb
 def second_order_field(loss: Loss | Sequence[Loss], # θ ↦ E(θ), or the batch losses E_0, ..., E_{m-1}
                        theta: Tensor,         # flat θ
                        *, h: float,           # step size
@@ -174,6 +175,7 @@ def adam_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch losses E
         out.append(theta)
     return torch.stack(out)
 
+# %% ../nbs/02_adam_ode.ipynb
 def modified_ode_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch losses E_0, ..., E_{m-1}
                             theta0: Tensor, *, h: float, steps: int, beta: float, rho: float, eps: float,
                             order: int = 2,            # 1: g/R (batches: M_n/S_n); 2: Theorem 3.1's f̃_n (batches: SPEC §3b's)

@@ -39,6 +39,7 @@ def shuffled_schedule(m: int, seed: int = 0) -> Schedule:
     order = lru_cache(maxsize=4096)(lambda epoch: np.random.default_rng([seed, epoch]).permutation(m))
     return lambda n: int(order(n // m)[n % m])
 
+# %% ../nbs/02b_minibatch.ipynb
 def schedule_sequence(schedule: Schedule | None, # n ↦ b(n); None for cyclic
                       n: int,                    # the last step
                       m: int,                    # the number of batches
@@ -69,6 +70,7 @@ def _ema(x: np.ndarray, beta: float, block: int = 128) -> np.ndarray:
         u = out[s + L - 1]
     return out
 
+# %% ../nbs/02b_minibatch.ipynb
 def batch_weights(seq: np.ndarray,               # b(0), ..., b(n)
                   m: int,                        # number of batches
                   beta: float,                   # β (or ρ)
@@ -113,6 +115,7 @@ def _weights(losses, n, beta, rho, schedule, bias_correction, G):
     t = lambda a: torch.as_tensor(a, dtype=G.dtype, device=G.device)
     return t(W[n]), t(W2[n]), t(W[start:n]), t(W2[start:n]), t(A[start:n]), t(A2[start:n])
 
+# %% ../nbs/02b_minibatch.ipynb
 def minibatch_moments(losses: Sequence[Loss], # E_0, ..., E_{m-1}
                       theta: Tensor,          # flat θ
                       *, beta: float, rho: float, eps: float,
@@ -150,6 +153,7 @@ def _hvp_sum(gs: list[Tensor], x: Tensor, vs) -> Tensor:
     terms = [(g * v).sum() for g, v in zip(gs, vs) if g.requires_grad]
     return torch.autograd.grad(sum(terms), x, retain_graph=True)[0] if terms else torch.zeros_like(x)
 
+# %% ../nbs/02b_minibatch.ipynb
 def minibatch_second_order_field(losses: Sequence[Loss], # E_0, ..., E_{m-1}
                                  theta: Tensor,          # flat θ
                                  *, h: float,            # step size (a number or per-coordinate tensor)

@@ -177,6 +177,7 @@ def _monotone(t: pd.DataFrame, by: str, sign: int) -> bool:
     d = t.sort_values(by)['distance'].to_numpy()
     return len(d) > 1 and bool(np.all(sign * np.diff(d) > 0))
 
+# %% ../nbs/06_toy.ipynb
 def orderings(table: pd.DataFrame, cfg: dict) -> dict:
     "The four claims of Figure 2, measured on `table`: each True when the distances are strictly monotone as the paper says."
     lp, rp, left, right = cfg['left'], cfg['right'], table[table.panel == 'left'], table[table.panel == 'right']
