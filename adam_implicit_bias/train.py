@@ -217,6 +217,7 @@ def compile_problem(device: str = 'cpu', # a device type: 'cpu' or 'cuda'
         return None if torch.allclose(out, torch.sin(t) * 2 + 1) else 'a compiled function computed a different result'
     except Exception as e: return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
 
+# %% ../nbs/10_train.ipynb
 def compute_options(model: nn.Module, config: RunConfig) -> nn.Module:
     "`model` set up to compute as `config` asks: ghost BatchNorm for a larger compute chunk, channels-last, compiled."
     passes = config.compute_chunk or config.chunk
