@@ -11,8 +11,8 @@ Three ways to compute one full-batch epoch of the same model on the same images,
   accumulated, the loss and accuracy read back per batch with `.item()`, one Adam step per epoch, and the test set evaluated
   (through a `DataLoader` too) every `--eval-every` epochs, as often as the trainer does.
 
-The machine may be shared: each repetition times `--epochs` epochs of every method in turn (interleaved, each block after one
-untimed epoch), and the minimum over `--repeats` repetitions is reported, the least disturbed measurement of each.
+The machine may be shared: the methods are interleaved epoch by epoch, each method's time is summed over blocks of `--epochs`
+consecutive epochs, and the minimum over `--repeats` blocks is reported, the least disturbed measurement of each.
 
 Examples:
     python benchmarks/trainer_speed.py                               # the CPU floor: small CNN and small ResNet, 1 thread, 1,000 images
@@ -97,19 +97,21 @@ def methods(cfg: RunConfig, folder: str) -> dict:
 
 
 def interleaved_minimum(fns: dict, device, epochs: int, repeats: int) -> dict:
-    """Seconds per epoch of each function: `epochs` epochs of each in turn, `repeats` times; the minimum over repetitions.
-
-    Each block starts with one untimed epoch, so that no timing includes the switch from another method: without it, the small
-    CNN's trainer-to-floor ratio moved with the order of the methods (0.92 with the trainer first, 1.04 with the floor first)."""
-    best, n = {k: float("inf") for k in fns}, 1
-    for _ in range(repeats):
-        for k, f in fns.items():
-            f(n)                                                 # untimed: allocator and caches after the other methods
-            sync(device); start = time.perf_counter()
-            for e in range(n + 1, n + 1 + epochs): f(e)
-            sync(device); best[k] = min(best[k], (time.perf_counter() - start) / epochs)
-        n += epochs + 1
-    return best
+    """Seconds per epoch of each function, interleaved epoch by epoch: epoch n of every method (in an order that rotates with n)
+    before epoch n + 1 of any, so that a burst of load from elsewhere hits all of them alike. Each method's time is summed over
+    blocks of `epochs` consecutive epochs (a block of 10 holds one evaluation, for an evaluation every 10 epochs); the minimum over
+    the `repeats` blocks is returned, per epoch. (Timed method by method in blocks, the small CNN's trainer-to-floor ratio moved
+    between 0.84 and 1.11 from one run to the next on a shared machine.)"""
+    for f in fns.values(): f(1)                                  # warm-up; epoch 1 evaluates nothing
+    names, blocks = list(fns), {k: [0.0] * repeats for k in fns}
+    for b in range(repeats):
+        for e in range(epochs):
+            n = 2 + b * epochs + e
+            for k in names[n % len(names):] + names[:n % len(names)]:
+                sync(device); start = time.perf_counter()
+                fns[k](n)
+                sync(device); blocks[k][b] += time.perf_counter() - start
+    return {k: min(v) / epochs for k, v in blocks.items()}
 
 
 def measure(preset: str, a) -> dict:
@@ -135,15 +137,15 @@ def main():
     p.add_argument('--n-train', type=int, default=1000)
     p.add_argument('--n-test', type=int, default=1000)
     p.add_argument('--chunk', type=int, default=500)
-    p.add_argument('--epochs', type=int, default=10, help='epochs per method per repetition')
-    p.add_argument('--repeats', type=int, default=3, help='interleaved repetitions; the minimum is reported')
+    p.add_argument('--epochs', type=int, default=10, help='epochs per block (a multiple of --eval-every)')
+    p.add_argument('--repeats', type=int, default=5, help='blocks; the minimum is reported')
     p.add_argument('--eval-every', type=int, default=10)
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads of every method (the run config\'s threads)')
     p.add_argument('--json', default=None, help='also write the numbers to this JSON file')
     a = p.parse_args()
     print(f"torch {torch.__version__}, device {a.device}, {a.threads} thread(s), {a.n_train} train / {a.n_test} test images, "
-          f"chunks of {a.chunk}, test every {a.eval_every} epochs; minimum over {a.repeats} interleaved repetitions of "
-          f"{a.epochs} epochs each")
+          f"chunks of {a.chunk}, test every {a.eval_every} epochs; interleaved epoch by epoch, minimum over {a.repeats} blocks of "
+          f"{a.epochs} epochs")
     results = [measure(preset, a) for preset in a.presets]
     if a.json:
         with open(a.json, 'w') as f: json.dump(dict(torch=torch.__version__, results=results), f, indent=1)
