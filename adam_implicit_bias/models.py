@@ -10,7 +10,8 @@ import torch
 from torch import nn, Tensor
 
 # %% auto 0
-__all__ = ['MODELS', 'Bottleneck', 'resnet50_cifar', 'vgg_cnn', 'ViT', 'vit', 'make_model', 'model_label']
+__all__ = ['MODELS', 'Bottleneck', 'resnet50_cifar', 'vgg_cnn', 'ViT', 'vit', 'make_model', 'model_label', 'GhostBatchNorm2d',
+           'has_batchnorm', 'ghost_batchnorm']
 
 # %% ../nbs/09_models.ipynb
 class Bottleneck(nn.Module):
@@ -117,3 +118,27 @@ def model_label(name: str,   # one of `MODELS`
     if name == 'cnn':
         return f"CNN (widths {dash(k['widths'])}, FC {k['hidden']}{', BatchNorm' if k['batchnorm'] else ''})"
     return f"ViT (patch {k['patch']}, dim {k['dim']}, depth {k['depth']}, {k['heads']} heads, MLP {k['mlp']})"
+
+# %% ../nbs/09_models.ipynb
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    "`nn.BatchNorm2d` whose training-mode statistics are those of each consecutive group of `group` images, in order."
+    group: int | None = None  # images per statistics group; None: the whole batch (plain BatchNorm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.group is None or len(x) <= self.group: return super().forward(x)
+        return torch.cat([nn.BatchNorm2d.forward(self, part) for part in x.split(self.group)])
+
+def has_batchnorm(model: nn.Module) -> bool:
+    "Whether `model` has a BatchNorm layer (so that its training-mode output depends on how a batch is chunked)."
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+def ghost_batchnorm(model: nn.Module, # a model whose `nn.BatchNorm2d` layers to convert (in place)
+                    group: int,       # images per statistics group: the statistics chunk
+                   ) -> nn.Module:
+    "Make every `nn.BatchNorm2d` of `model` a `GhostBatchNorm2d` with statistics over groups of `group` images; return `model`."
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise ValueError(f"group must be an integer >= 1, got group={group!r}")
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d: m.__class__ = GhostBatchNorm2d  # same parameters and buffers; only `forward` changes
+        if isinstance(m, GhostBatchNorm2d): m.group = group
+    return model

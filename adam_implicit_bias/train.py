@@ -5,6 +5,7 @@
 # %% ../nbs/10_train.ipynb 2
 from __future__ import annotations
 import functools, io, json, math, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -17,17 +18,19 @@ from .optim import Adam, check_hyperparameters
 from .files import json_hash, write_checked, read_checked, write_checked_json, read_checked_json, results_dir
 from .runs import Failure, RunsFailed, default_jobs, run_parallel, torch_threads, torch_build
 from .data import load_cifar10
-from .models import MODELS, make_model
+from .models import MODELS, make_model, has_batchnorm, ghost_batchnorm
 from .fields import perturbed_one_norm
 
 # %% auto 0
-__all__ = ['TRAINER_VERSION', 'SMALL_EPS_RATIO', 'EPOCH_KEYS', 'TEST_KEYS', 'RunConfig', 'check_config', 'config_dict',
-           'config_hash', 'describe', 'full_batch_gradient', 'epoch_norms', 'evaluate', 'new_history',
-           'history_is_complete', 'save_checkpoint', 'load_checkpoint', 'init_model', 'run_data', 'run_dir',
-           'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'train_run', 'run_sweep']
+__all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'SMALL_EPS_RATIO', 'EPOCH_KEYS', 'TEST_KEYS', 'RunConfig',
+           'check_config', 'config_dict', 'config_hash', 'describe', 'tf32_mode', 'autocast', 'full_batch_gradient',
+           'epoch_norms', 'evaluate', 'new_history', 'history_is_complete', 'save_checkpoint', 'load_checkpoint',
+           'compile_problem', 'compute_options', 'plain_module', 'compute_settings', 'init_model', 'run_data',
+           'run_dir', 'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'train_run', 'run_sweep']
 
 # %% ../nbs/10_train.ipynb
-TRAINER_VERSION = 3  # 3: threads in the config; verified histories and checkpoints; the small-ε share; fields' norm names
+TRAINER_VERSION = 4  # 3: threads in the config; verified histories and checkpoints; the small-ε share; fields' norm names
+                     # 4: precision, compute_chunk (ghost BatchNorm), channels_last and compile in the config
 
 @dataclass
 class RunConfig:
@@ -51,10 +54,17 @@ class RunConfig:
     device: str = 'cpu'
     dtype: str = 'float32'                        # 'float32' or 'float64'
     threads: int = 1                              # torch threads the run computes with (see `runs.torch_threads`)
+    precision: str = 'fp32'                       # 'fp32' (TF32 off), 'tf32' (TF32 matmuls, convolutions) or 'bf16' (autocast)
+    compute_chunk: int | None = None              # images per forward pass (None: `chunk`); with BatchNorm, a multiple of `chunk`
+    channels_last: bool = False                   # channels-last memory layout (the convolutional models)
+    compile: bool = False                         # `torch.compile` the model
 
     def __post_init__(self): check_config(self)
 
 # %% ../nbs/10_train.ipynb
+PRECISIONS = ('fp32', 'tf32', 'bf16')
+CONV_MODELS = ('resnet50', 'cnn')  # the models `channels_last` applies to
+
 def _positive_int(name, v, optional=False):
     if optional and v is None: return
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -65,10 +75,15 @@ def check_config(c: RunConfig) -> None:
     if c.model not in MODELS: raise ValueError(f"model must be one of {', '.join(MODELS)}, got model={c.model!r}")
     check_hyperparameters(c.h, c.beta, c.rho, c.eps)
     for name in ('epochs', 'chunk', 'eval_every', 'ckpt_every', 'threads'): _positive_int(name, getattr(c, name))
-    for name in ('n_train', 'n_test'): _positive_int(name, getattr(c, name), optional=True)
+    for name in ('n_train', 'n_test', 'compute_chunk'): _positive_int(name, getattr(c, name), optional=True)
     if c.dtype not in ('float32', 'float64'): raise ValueError(f"dtype must be 'float32' or 'float64', got dtype={c.dtype!r}")
-    for name in ('eps_inside', 'download'):
+    for name in ('eps_inside', 'download', 'channels_last', 'compile'):
         if not isinstance(getattr(c, name), bool): raise ValueError(f"{name} must be True or False, got {name}={getattr(c, name)!r}")
+    if c.precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got precision={c.precision!r}")
+    if c.precision != 'fp32' and c.dtype != 'float32':
+        raise ValueError(f"precision={c.precision!r} needs dtype='float32', got dtype={c.dtype!r}")
+    if c.channels_last and c.model not in CONV_MODELS:
+        raise ValueError(f"channels_last applies to the convolutional models ({', '.join(CONV_MODELS)}), got model={c.model!r}")
 
 # %% ../nbs/10_train.ipynb
 def config_dict(config: RunConfig) -> dict:
@@ -84,18 +99,44 @@ def describe(config: RunConfig) -> str:
     return f"run {config_hash(config)} ({config.model}, h={config.h:g}, β={config.beta:g}, ρ={config.rho:g}, seed {config.seed})"
 
 # %% ../nbs/10_train.ipynb
+@contextmanager
+def tf32_mode(enabled: bool): # allow TF32 in CUDA matmuls and cuDNN convolutions (True) or forbid it (False)
+    "Set the TF32 switches for the block, then restore the previous ones."
+    if hasattr(torch.backends.cuda.matmul, 'fp32_precision'):   # torch >= 2.9
+        switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+        before = [s.fp32_precision for s in switches]
+        for s in switches: s.fp32_precision = 'tf32' if enabled else 'ieee'
+        try: yield
+        finally:
+            for s, b in zip(switches, before): s.fp32_precision = b
+    else:
+        before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+        try: yield
+        finally: torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+def autocast(precision: str, # one of `PRECISIONS`
+             device,         # the device the tensors are on
+            ) -> torch.autocast:
+    "bfloat16 autocast on `device` for `precision='bf16'`, a disabled one otherwise: the context of a forward pass."
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got precision={precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == 'bf16')
+
+# %% ../nbs/10_train.ipynb
 def full_batch_gradient(model: nn.Module, # the network, put in training mode
                         x: Tensor,        # all N training inputs, on the model's device
                         y: Tensor,        # their labels
                         chunk: int = 500, # images per forward/backward pass
+                        precision: str = 'fp32', # one of `PRECISIONS` (TF32 is set by the caller, see `compute_settings`)
                        ) -> tuple[float, float]:
     "Set each `p.grad` to ∇E, the gradient of the mean loss over all of `x`, chunk by chunk; return (E, accuracy)."
     model.train()
     for p in model.parameters(): p.grad = None
     n, loss_sum, correct = len(x), torch.zeros((), device=x.device, dtype=torch.float64), torch.zeros((), device=x.device, dtype=torch.int64)
     for i in range(0, n, chunk):
-        out = model(x[i:i + chunk])
-        loss = F.cross_entropy(out, y[i:i + chunk], reduction='sum')
+        with autocast(precision, x.device):
+            out = model(x[i:i + chunk])
+            loss = F.cross_entropy(out, y[i:i + chunk], reduction='sum')
         (loss / n).backward()
         loss_sum += loss.detach()
         correct += (out.detach().argmax(1) == y[i:i + chunk]).sum()
@@ -114,12 +155,12 @@ def epoch_norms(model: nn.Module, # holds the full-batch gradient in its `p.grad
 
 # %% ../nbs/10_train.ipynb
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 500) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 500, precision: str = 'fp32') -> tuple[float, float]:
     "Mean cross-entropy and accuracy of `model` on (x, y), in evaluation mode."
     model.eval()
     loss, correct = torch.zeros((), device=x.device, dtype=torch.float64), torch.zeros((), device=x.device, dtype=torch.int64)
     for i in range(0, len(x), chunk):
-        out = model(x[i:i + chunk])
+        with autocast(precision, x.device): out = model(x[i:i + chunk])
         loss += F.cross_entropy(out.double(), y[i:i + chunk], reduction='sum')
         correct += (out.argmax(1) == y[i:i + chunk]).sum()
     return loss.item() / len(x), correct.item() / len(x)
@@ -149,7 +190,7 @@ def history_is_complete(hist, config: RunConfig) -> bool:
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, hist: dict) -> None:
     "Write the state needed to resume after `hist['epochs_done']` epochs, with its SHA-256 beside it."
     buf = io.BytesIO()
-    torch.save(dict(model=model.state_dict(), optim=opt.state_dict(), history=hist, rng=torch.get_rng_state()), buf)
+    torch.save(dict(model=plain_module(model).state_dict(), optim=opt.state_dict(), history=hist, rng=torch.get_rng_state()), buf)
     write_checked(path, buf.getvalue())
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, config: RunConfig) -> dict | None:
@@ -159,21 +200,57 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, co
         state = torch.load(io.BytesIO(data), map_location=config.device, weights_only=True)
         hist = state['history']
         if hist['hash'] != config_hash(config): raise ValueError(f"it belongs to run {hist['hash']}")
-        model.load_state_dict(state['model']); opt.load_state_dict(state['optim']); torch.set_rng_state(state['rng'].cpu())
+        plain_module(model).load_state_dict(state['model']); opt.load_state_dict(state['optim']); torch.set_rng_state(state['rng'].cpu())
         return hist
     except Exception as e:
         warnings.warn(f"ignoring checkpoint {path} ({type(e).__name__}: {e}); starting the run from scratch")
         return None
 
 # %% ../nbs/10_train.ipynb
+@functools.lru_cache(maxsize=None)
+def compile_problem(device: str = 'cpu', # a device type: 'cpu' or 'cuda'
+                   ) -> str | None:
+    "Why `torch.compile` does not work on `device` here, or None if a tiny compiled function runs and agrees with eager mode."
+    try:
+        t = torch.linspace(0, 1, 8, device=device)
+        out = torch.compile(lambda v: torch.sin(v) * 2 + 1, dynamic=False)(t)
+        return None if torch.allclose(out, torch.sin(t) * 2 + 1) else 'a compiled function computed a different result'
+    except Exception as e: return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+
+# %% ../nbs/10_train.ipynb
+def compute_options(model: nn.Module, config: RunConfig) -> nn.Module:
+    "`model` set up to compute as `config` asks: ghost BatchNorm for a larger compute chunk, channels-last, compiled."
+    passes = config.compute_chunk or config.chunk
+    if passes != config.chunk and has_batchnorm(model):
+        if passes % config.chunk: raise ValueError(f"compute_chunk must be a multiple of chunk={config.chunk} for a model with "
+                                                   f"BatchNorm (its statistics are per chunk), got compute_chunk={passes}")
+        ghost_batchnorm(model, config.chunk)
+    if config.channels_last: model = model.to(memory_format=torch.channels_last)
+    if config.compile:
+        if (why := compile_problem(torch.device(config.device).type)) is not None:
+            raise RuntimeError(f"compile=True, but torch.compile does not work on {config.device} here: {why}")
+        model = torch.compile(model, dynamic=False)
+    return model
+
+def plain_module(model: nn.Module) -> nn.Module:
+    "The model itself, unwrapped if `torch.compile` wrapped it: its state dict has the same keys compiled or not."
+    return getattr(model, '_orig_mod', model)
+
+@contextmanager
+def compute_settings(config: RunConfig):
+    "The run's thread count and TF32 switches for the block; the caller's are restored afterwards."
+    with torch_threads(config.threads), tf32_mode(config.precision == 'tf32'): yield
+
+# %% ../nbs/10_train.ipynb
 def init_model(config: RunConfig) -> nn.Module:
-    "The model of `config`, seeded and initialized in its dtype, on its device."
+    "The model of `config`, seeded and initialized in its dtype, on its device, set up by `compute_options`."
     default = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, config.dtype))
     try:
         torch.manual_seed(config.seed)
-        return make_model(config.model, **config.knobs).to(config.device)
+        model = make_model(config.model, **config.knobs).to(config.device)
     finally: torch.set_default_dtype(default)
+    return compute_options(model, config)
 
 # %% ../nbs/10_train.ipynb
 @functools.lru_cache(maxsize=2)
@@ -206,10 +283,8 @@ class Run:
 
 def start_run(config: RunConfig, results: str | Path | None = None, jobs: int = 1) -> Run:
     "Set up `config`'s run: folder, data, model, optimizer; resumed from its checkpoint if a verified one is there."
-    folder = run_dir(config, results)
-    data = run_data(config)
+    folder, data, model = run_dir(config, results), run_data(config), init_model(config)
     write_checked_json(folder/'config.json', config_dict(config))
-    model = init_model(config)
     opt = Adam(model.parameters(), lr=config.h, betas=(config.beta, config.rho), eps=config.eps, eps_inside=config.eps_inside)
     hist = load_checkpoint(folder/'checkpoint.pt', model, opt, config) or new_history(config, jobs)
     return Run(config, folder, data, model, opt, hist)
@@ -226,14 +301,16 @@ def _record(hist: dict, **values):
 def train_epoch(run: Run, n: int) -> bool:
     "Epoch n: the full-batch gradient at θ⁽ⁿ⁾, its metrics, the test metrics when due, one Adam step; False if it diverged."
     c, d, hist = run.config, run.data, run.hist
-    loss, acc = full_batch_gradient(run.model, d.x_train, d.y_train, c.chunk)
+    passes = c.compute_chunk or c.chunk                      # images per forward pass
+    loss, acc = full_batch_gradient(run.model, d.x_train, d.y_train, passes, c.precision)
     norms = epoch_norms(run.model, c.eps)
     if not all(math.isfinite(v) for v in (loss, *norms.values())):
         hist.update(diverged=True, diverged_epoch=n, finished=True)
         return False
     _record(hist, train_loss=loss, train_acc=acc, **norms)
     if n % c.eval_every == 0 or n == c.epochs - 1:
-        _record(hist, test_epoch=n, **dict(zip(('test_loss', 'test_acc'), evaluate(run.model, d.x_test, d.y_test, c.chunk))))
+        test_loss, test_acc = evaluate(run.model, d.x_test, d.y_test, passes, c.precision)
+        _record(hist, test_epoch=n, test_loss=test_loss, test_acc=test_acc)
     run.opt.step()
     hist['epochs_done'] = n + 1
     return True
@@ -247,7 +324,7 @@ def train_run(config: RunConfig,                   # what to run
              ) -> dict:
     "Train `config` with full-batch Adam, or return its cached history; resumable from the last checkpoint."
     if (hist := cached_history(config, results)) is not None: return hist
-    with torch_threads(config.threads):
+    with compute_settings(config):
         run = start_run(config, results, jobs)
         first, start = run.hist['epochs_done'], time.perf_counter()
         last = first if run.hist['finished'] else config.epochs   # a diverged run restored from its checkpoint stays stopped

@@ -8,7 +8,7 @@ from adam_implicit_bias.scales import SCALES, scale_config
 from adam_implicit_bias.toy import (CROSS, THETA0, adam_trajectories, bilinear_loss, curve_specs, fig2_table,
                                     hyperbola_distance, ode_trajectories, one_norm_minimizer, orderings)
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64_default")   # float64 inside these tests only, not for every test collected after this file
 
 def grad_one_norm(theta):
     "‖∇E(θ)‖₁ by autograd."
