@@ -18,7 +18,7 @@ from .data import load_mnist
 from .fields import Loss, as_losses, flat_loss, adam_trajectory, modified_ode_trajectory, shuffled_schedule
 from .files import atomic_write_bytes, json_hash, write_checked_json, read_checked_json, results_dir
 from .optim import check_hyperparameters
-from .runs import RunsFailed, run_parallel, torch_threads
+from .runs import RunsFailed, default_dtype, run_parallel, torch_threads
 from .plots import SIZES, figure_style
 
 # %% auto 0
@@ -38,7 +38,7 @@ def mnist_mlp_loss(n_train: int,            # class-balanced MNIST images (a mul
     if batches is not None and (not isinstance(batches, int) or batches < 1 or n_train % batches):
         raise ValueError(f"batches must be None or a whole number >= 1 that divides n_train={n_train}, got batches={batches!r}")
     x, y = load_mnist(n_train, root=root, seed=seed, dtype=torch.float64, device=device)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):   # θ⁽⁰⁾ whatever the caller's default dtype
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Linear(784, hidden), nn.Tanh(), nn.Linear(hidden, 10))
     model = model.to(device=device, dtype=torch.float64)
@@ -61,7 +61,6 @@ def _max_diff(a: Tensor, b: Tensor) -> Tensor:
     "‖a_n - b_n‖_∞ for each row n, as float64 on the CPU."
     return (a - b).abs().amax(dim=1).double().cpu()
 
-# %% ../nbs/08_closeness.ipynb
 def closeness_errors(loss: Loss | list[Loss], # θ ↦ E(θ), full batch; or the batch losses E_0, ..., E_{m-1}
                      theta0: Tensor,       # θ⁽⁰⁾ = θ̃(0), flat
                      *, h: float,          # step size
@@ -132,7 +131,6 @@ def cache_path(point: dict, results: str | Path | None = None) -> Path:
     "results/closeness/<hash of the point's config>.json"
     return results_dir(results)/'closeness'/f'{json_hash(point)}.json'
 
-# %% ../nbs/08_closeness.ipynb
 def _cached(path: Path, point: dict) -> dict | None:
     "The cached record at `path` if it is verified, intact and the record of `point`, else None."
     rec = read_checked_json(path)

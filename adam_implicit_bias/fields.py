@@ -20,12 +20,12 @@ from .minibatch import (Schedule, as_losses, batch_weights, cyclic_schedule, min
 
 # %% auto 0
 __all__ = ['perturbed_one_norm', 'perturbed_sign', 'memory_coefficients', 'penalty_coefficient', 'first_order_field',
-           'second_order_field', 'Regime', 'classify_regime', 'penalty_F', 'adam_trajectory', 'modified_ode_trajectory',
-           'ImplicitBiasReport', 'implicit_bias_report', 'GradientNorms', 'gradient_norms', 'log_gradient_norms',
-           'Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field',
-           'gd_trajectory', 'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss',
-           'heavy_ball_trajectory', 'check_field_hyperparameters', 'Schedule', 'cyclic_schedule', 'shuffled_schedule',
-           'schedule_sequence', 'batch_weights', 'minibatch_moments']
+           'second_order_field', 'Regime', 'eps_ratio', 'classify_regime', 'penalty_F', 'adam_trajectory',
+           'modified_ode_trajectory', 'ImplicitBiasReport', 'implicit_bias_report', 'GradientNorms', 'gradient_norms',
+           'log_gradient_norms', 'Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory',
+           'gd_modified_loss', 'gd_field', 'gd_trajectory', 'heavy_ball_coefficients', 'heavy_ball_field',
+           'heavy_ball_modified_loss', 'heavy_ball_trajectory', 'check_field_hyperparameters', 'Schedule',
+           'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights', 'minibatch_moments']
 
 # %% ../nbs/02_adam_ode.ipynb
 _all_ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
@@ -114,13 +114,17 @@ class Regime(NamedTuple):
     share_large_eps: float | None = None     # share with ε/R² above `large`
     share_intermediate: float | None = None  # the rest
 
+def eps_ratio(g: Tensor, eps: float) -> Tensor:
+    "ε/R² = ε/(g² + ε) per component, in float64: near 0 in the small-ε regime, near 1 in the large-ε regime."
+    return eps / (g.detach().double().pow(2) + eps)
+
 def _shares(grad: Tensor, eps: float, small: float, large: float) -> tuple[float, float]:
     "The shares of components of `grad` with ε/R² < small and ε/R² > large; a `ValueError` for a non-finite gradient."
     if (bad := ~torch.isfinite(grad.detach())).any():
         i = bad.flatten().nonzero()[0].item()
         raise ValueError(f"grad has {bad.sum().item()} non-finite component(s) out of {grad.numel()} (the first: "
                          f"grad.flatten()[{i}]={grad.flatten()[i].item()}); no regime can be read from it")
-    ratio = eps / (grad.detach().double().pow(2) + eps)
+    ratio = eps_ratio(grad, eps)
     return (ratio < small).double().mean().item(), (ratio > large).double().mean().item()
 
 # %% ../nbs/02_adam_ode.ipynb
@@ -230,11 +234,11 @@ def gradient_norms(grad,                  # a gradient tensor, or parameters who
                    eps: float,            # the ε of the perturbed norm
                    small: float = 0.1,    # the threshold of the small-ε regime, as in `classify_regime`
                   ) -> GradientNorms:
-    "‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂ and the small-ε share of a gradient, summed in float64."
+    "‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂ and the small-ε share of a gradient, summed in float64 (NaN norms for a gradient that is not finite)."
     g = grad if isinstance(grad, Tensor) else torch.cat([p.grad.flatten() for p in grad if p.grad is not None])
     g = g.detach().double().flatten()
     return GradientNorms(perturbed_one_norm(g, eps).item(), g.abs().sum().item(), g.norm().item(),
-                         _shares(g, eps, small, 1.0)[0])
+                         (eps_ratio(g, eps) < small).double().mean().item())
 
 def log_gradient_norms(optimizer: torch.optim.Optimizer,
                        eps: float | None = None, # ε of the perturbed norm; default: the first group's `eps`

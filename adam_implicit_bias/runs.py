@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto 0
-__all__ = ['torch_threads', 'torch_build', 'Failure', 'RunsFailed', 'default_jobs', 'run_parallel']
+__all__ = ['torch_threads', 'torch_build', 'default_dtype', 'Failure', 'RunsFailed', 'default_jobs', 'run_parallel']
 
 # %% ../nbs/03b_runs.ipynb
 @contextmanager
@@ -28,6 +28,15 @@ def torch_threads(n: int): # intra-op threads torch may use inside the block
 def torch_build() -> str:
     "The torch version with its build tag (e.g. '2.13.0+cpu'), which can change low-level results too, as a plain string."
     return str(torch.__version__)
+
+# %% ../nbs/03b_runs.ipynb
+@contextmanager
+def default_dtype(dtype: torch.dtype): # the default dtype inside the block
+    "Run the block with `torch.set_default_dtype(dtype)`, then restore the previous default."
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try: yield
+    finally: torch.set_default_dtype(before)
 
 # %% ../nbs/03b_runs.ipynb
 class Failure(NamedTuple):

@@ -16,21 +16,25 @@ from tqdm.auto import tqdm
 
 from .optim import Adam, check_hyperparameters
 from .files import json_hash, write_checked, read_checked, write_checked_json, read_checked_json, results_dir
-from .runs import Failure, RunsFailed, default_jobs, run_parallel, torch_threads, torch_build
+from .runs import Failure, RunsFailed, default_dtype, default_jobs, run_parallel, torch_threads, torch_build
 from .data import load_cifar10
 from .models import MODELS, make_model, has_batchnorm, ghost_batchnorm
-from .fields import perturbed_one_norm
+from .fields import gradient_norms
+from .penalty import PenalizedAdam, hessian_vector_products, theory_penalty
 
 # %% auto 0
-__all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'SMALL_EPS_RATIO', 'EPOCH_KEYS', 'TEST_KEYS', 'RunConfig',
-           'check_config', 'config_dict', 'config_hash', 'describe', 'tf32_mode', 'autocast', 'full_batch_gradient',
-           'epoch_norms', 'evaluate', 'new_history', 'history_is_complete', 'save_checkpoint', 'load_checkpoint',
-           'compile_problem', 'compute_options', 'plain_module', 'compute_settings', 'init_model', 'run_data',
-           'run_dir', 'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'train_run', 'run_sweep']
+__all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'EPOCH_KEYS', 'TEST_KEYS', 'PENALTY_KEYS', 'RunConfig', 'check_config',
+           'check_penalty', 'config_dict', 'config_hash', 'describe', 'tf32_mode', 'autocast', 'full_batch_gradient',
+           'epoch_norms', 'evaluate', 'epoch_keys', 'new_history', 'history_is_complete', 'save_checkpoint',
+           'load_checkpoint', 'compile_problem', 'compute_options', 'plain_module', 'compute_settings',
+           'penalty_schedule_of', 'frozen_buffers', 'full_batch_hvps', 'penalty_ratio', 'init_model', 'run_data',
+           'run_dir', 'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'penalized_step', 'train_run',
+           'run_sweep']
 
 # %% ../nbs/10_train.ipynb
-TRAINER_VERSION = 4  # 3: threads in the config; verified histories and checkpoints; the small-ε share; fields' norm names
+TRAINER_VERSION = 5  # 3: threads in the config; verified histories and checkpoints; the small-ε share; fields' norm names
                      # 4: precision, compute_chunk (ghost BatchNorm), channels_last and compile in the config
+                     # 5: an explicit one-norm penalty (penalty, penalty_lambda, penalty_rho) in the config
 
 @dataclass
 class RunConfig:
@@ -58,6 +62,9 @@ class RunConfig:
     compute_chunk: int | None = None              # images per forward pass (None: `chunk`); with BatchNorm, a multiple of `chunk`
     channels_last: bool = False                   # channels-last memory layout (the convolutional models)
     compile: bool = False                         # `torch.compile` the model
+    penalty: str | None = None                    # an explicit one-norm penalty: None, 'decoupled' or 'coupled' (see below)
+    penalty_lambda: float | None = None           # its coefficient λ, constant ...
+    penalty_rho: float | None = None              # ... or the theory's λ_n = h(c_n(β, penalty_rho) − c_n(β, ρ))
 
     def __post_init__(self): check_config(self)
 
@@ -84,6 +91,19 @@ def check_config(c: RunConfig) -> None:
         raise ValueError(f"precision={c.precision!r} needs dtype='float32', got dtype={c.dtype!r}")
     if c.channels_last and c.model not in CONV_MODELS:
         raise ValueError(f"channels_last applies to the convolutional models ({', '.join(CONV_MODELS)}), got model={c.model!r}")
+    check_penalty(c)
+
+def check_penalty(c: RunConfig) -> None:
+    "The penalty fields: a mode and exactly one of λ and ρ_target, or none of the three."
+    if c.penalty not in (None, 'decoupled', 'coupled'):
+        raise ValueError(f"penalty must be None, 'decoupled' or 'coupled', got penalty={c.penalty!r}")
+    given = [k for k in ('penalty_lambda', 'penalty_rho') if getattr(c, k) is not None]
+    if (c.penalty is None) != (not given) or len(given) > 1:
+        raise ValueError(f"a penalty needs its mode and exactly one of penalty_lambda and penalty_rho, got penalty={c.penalty!r}, "
+                         f"penalty_lambda={c.penalty_lambda!r}, penalty_rho={c.penalty_rho!r}")
+    if c.penalty_lambda is not None and not (isinstance(c.penalty_lambda, (int, float)) and math.isfinite(c.penalty_lambda)):
+        raise ValueError(f"penalty_lambda must be a finite number, got penalty_lambda={c.penalty_lambda!r}")
+    if c.penalty_rho is not None: check_hyperparameters(c.h, c.beta, c.penalty_rho, c.eps)
 
 # %% ../nbs/10_train.ipynb
 def config_dict(config: RunConfig) -> dict:
@@ -143,15 +163,11 @@ def full_batch_gradient(model: nn.Module, # the network, put in training mode
     return loss_sum.item() / n, correct.item() / n
 
 # %% ../nbs/10_train.ipynb
-SMALL_EPS_RATIO = 0.1  # a component is in the small-ε regime when ε/(g²+ε) is below this
-
 def epoch_norms(model: nn.Module, # holds the full-batch gradient in its `p.grad`
                 eps: float,       # the ε of the perturbed norm
                ) -> dict[str, float]:
-    "‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂ and the small-ε share of the gradient held in `model`, in float64."
-    g = torch.cat([p.grad.detach().flatten() for p in model.parameters() if p.grad is not None]).double()
-    return dict(perturbed_one_norm=perturbed_one_norm(g, eps).item(), one_norm=g.abs().sum().item(), two_norm=g.norm().item(),
-                small_eps_share=(eps / (g.pow(2) + eps) < SMALL_EPS_RATIO).double().mean().item())
+    "`fields.gradient_norms` of the gradient held in `model`, as the history's entries: ‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂, small-ε share."
+    return gradient_norms(model.parameters(), eps)._asdict()
 
 # %% ../nbs/10_train.ipynb
 @torch.no_grad()
@@ -168,22 +184,27 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 500, precision
 # %% ../nbs/10_train.ipynb
 EPOCH_KEYS = ('train_loss', 'train_acc', 'perturbed_one_norm', 'one_norm', 'two_norm', 'small_eps_share')
 TEST_KEYS = ('test_epoch', 'test_loss', 'test_acc')
+PENALTY_KEYS = ('penalty_lambda', 'penalty_ratio')   # per epoch, in the histories of penalized runs (see below)
+
+def epoch_keys(config: RunConfig) -> tuple[str, ...]:
+    "The per-epoch entries of `config`'s history."
+    return EPOCH_KEYS + (PENALTY_KEYS if config.penalty else ())
 
 def new_history(config: RunConfig, jobs: int = 1) -> dict:
     "An empty history for `config`, run in a sweep of `jobs` parallel processes."
     return dict(hash=config_hash(config), config=config_dict(config), chunk=config.chunk, epochs_done=0,
                 finished=False, diverged=False, diverged_epoch=None, seconds=0.0,
-                env=dict(threads=config.threads, jobs=jobs, torch=torch_build()), **{k: [] for k in EPOCH_KEYS + TEST_KEYS})
+                env=dict(threads=config.threads, jobs=jobs, torch=torch_build()), **{k: [] for k in epoch_keys(config) + TEST_KEYS})
 
 def history_is_complete(hist, config: RunConfig) -> bool:
     "Whether `hist` is an intact, finished history of exactly `config` (what the cache may return)."
     try:
         n = hist['epochs_done']
         return (hist['hash'] == config_hash(config) and hist['config'] == config_dict(config) and hist['finished'] is True
-                and all(len(hist[k]) == n for k in EPOCH_KEYS)
+                and all(len(hist[k]) == n for k in epoch_keys(config))
                 and len({len(hist[k]) for k in TEST_KEYS}) == 1
                 and (n == config.epochs if not hist['diverged'] else n == hist['diverged_epoch'])
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for k in EPOCH_KEYS + TEST_KEYS for v in hist[k]))
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for k in epoch_keys(config) + TEST_KEYS for v in hist[k]))
     except (TypeError, KeyError): return False
 
 # %% ../nbs/10_train.ipynb
@@ -242,14 +263,47 @@ def compute_settings(config: RunConfig):
     with torch_threads(config.threads), tf32_mode(config.precision == 'tf32'): yield
 
 # %% ../nbs/10_train.ipynb
+def penalty_schedule_of(config: RunConfig):
+    "n ↦ λ_n of `config`'s penalty (None without one)."
+    if config.penalty is None: return None
+    if config.penalty_lambda is not None: return float(config.penalty_lambda)
+    return functools.partial(theory_penalty, h=config.h, beta=config.beta, rho_target=config.penalty_rho, rho=config.rho)
+
+@contextmanager
+def frozen_buffers(model: nn.Module):
+    "Run the block, then restore every buffer of `model` (BatchNorm's running statistics) to what it was before."
+    saved = {k: v.clone() for k, v in model.named_buffers()}
+    try: yield
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers(): v.copy_(saved[k])
+
+# %% ../nbs/10_train.ipynb
+def full_batch_hvps(model: nn.Module, x: Tensor, y: Tensor, # the network and all N training inputs and labels
+                    vs: list[Tensor],          # one fixed direction per parameter (g/R of the full gradient)
+                    chunk: int = 500, precision: str = 'fp32',
+                   ) -> list[Tensor]:
+    "H·v for the mean loss over all of `x`, one pass over the chunks (the model's buffers restored afterwards)."
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = [torch.zeros_like(p) for p in params]
+    model.train()
+    with frozen_buffers(model):
+        for i in range(0, len(x), chunk):
+            with autocast(precision, x.device): loss = F.cross_entropy(model(x[i:i + chunk]), y[i:i + chunk], reduction='sum') / len(x)
+            torch._foreach_add_(out, hessian_vector_products(loss, params, vs))
+    return out
+
+def penalty_ratio(lam: float, us: list[Tensor], grads: list[Tensor]) -> float:
+    "The median over components of |λ u_j| / |g_j|: the explicit term against the first-order step."
+    u, g = (torch.cat([t.detach().flatten().double() for t in ts]) for ts in (us, grads))
+    return (abs(lam) * u.abs() / g.abs().clamp_min(1e-30)).median().item()
+
+# %% ../nbs/10_train.ipynb
 def init_model(config: RunConfig) -> nn.Module:
     "The model of `config`, seeded and initialized in its dtype, on its device, set up by `compute_options`."
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(getattr(torch, config.dtype))
-    try:
+    with default_dtype(getattr(torch, config.dtype)):
         torch.manual_seed(config.seed)
         model = make_model(config.model, **config.knobs).to(config.device)
-    finally: torch.set_default_dtype(default)
     return compute_options(model, config)
 
 # %% ../nbs/10_train.ipynb
@@ -285,7 +339,9 @@ def start_run(config: RunConfig, results: str | Path | None = None, jobs: int = 
     "Set up `config`'s run: folder, data, model, optimizer; resumed from its checkpoint if a verified one is there."
     folder, data, model = run_dir(config, results), run_data(config), init_model(config)
     write_checked_json(folder/'config.json', config_dict(config))
-    opt = Adam(model.parameters(), lr=config.h, betas=(config.beta, config.rho), eps=config.eps, eps_inside=config.eps_inside)
+    hyper = dict(lr=config.h, betas=(config.beta, config.rho), eps=config.eps, eps_inside=config.eps_inside)
+    opt = (PenalizedAdam(model.parameters(), penalty=penalty_schedule_of(config), **hyper) if config.penalty == 'decoupled'
+           else Adam(model.parameters(), **hyper))
     hist = load_checkpoint(folder/'checkpoint.pt', model, opt, config) or new_history(config, jobs)
     return Run(config, folder, data, model, opt, hist)
 
@@ -311,9 +367,24 @@ def train_epoch(run: Run, n: int) -> bool:
     if n % c.eval_every == 0 or n == c.epochs - 1:
         test_loss, test_acc = evaluate(run.model, d.x_test, d.y_test, passes, c.precision)
         _record(hist, test_epoch=n, test_loss=test_loss, test_acc=test_acc)
-    run.opt.step()
+    if c.penalty: penalized_step(run, n)
+    else: run.opt.step()
     hist['epochs_done'] = n + 1
     return True
+
+def penalized_step(run: Run, n: int) -> None:
+    "The step of a penalized run: λ_n, u = H(g/R) by a second pass, then the decoupled or the coupled step; records λ_n and its ratio."
+    c, d, params = run.config, run.data, [p for p in run.model.parameters() if p.requires_grad]
+    schedule = penalty_schedule_of(c)
+    lam = schedule(n) if callable(schedule) else schedule
+    grads = [p.grad for p in params]
+    us = full_batch_hvps(run.model, d.x_train, d.y_train, [g / (g.pow(2) + c.eps).sqrt() for g in grads], c.compute_chunk or c.chunk,
+                         c.precision) if lam != 0 else [torch.zeros_like(p) for p in params]
+    _record(run.hist, penalty_lambda=lam, penalty_ratio=penalty_ratio(lam, us, grads))
+    if c.penalty == 'decoupled': run.opt.step(hvps=us)
+    else:
+        torch._foreach_add_(grads, us, alpha=lam)   # the gradient of E + λ_n‖∇E‖_{1,ε}
+        run.opt.step()
 
 # %% ../nbs/10_train.ipynb
 def train_run(config: RunConfig,                   # what to run

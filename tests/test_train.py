@@ -1,5 +1,5 @@
 "The full-batch trainer: chunked gradients, resume, verified caches and checkpoints, divergence, failed runs, parallel and submitit sweeps, bitwise reproducibility."
-import json, os, subprocess, sys, warnings
+import json, math, os, subprocess, sys, warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -201,3 +201,70 @@ def test_submitit_local_executor_runs_a_sweep_of_two(tmp_path, monkeypatch):
     assert len(list((tmp_path/'jobs').glob('*_result.pkl'))) == 2  # two jobs ran
     local = T.train_run(configs[0], tmp_path/'local', progress=False)
     assert metrics(hs[0]) == metrics(local)  # a job computes exactly what a local run computes: both on the config's threads
+
+
+# ---------------------------------------------------------------- the explicit penalty (issue 11, part B)
+
+def _tiny_data(seed=0, n=20):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g, dtype=torch.float64), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_penalty_pass_is_the_hvp_of_the_full_batch_loss(float64_default):
+    "The second pass over chunks gives H(g/R) of the mean loss: the same as one pass over all the data."
+    from adam_implicit_bias.penalty import hessian_vector_products
+    torch.manual_seed(0)
+    model = make_model('cnn', widths=[4, 8, 8], hidden=16)
+    x, y = _tiny_data()
+    T.full_batch_gradient(model, x, y, chunk=6)                          # 4 chunks, the last one short
+    vs = [p.grad / (p.grad.pow(2) + 1e-8).sqrt() for p in model.parameters()]
+    chunked = T.full_batch_hvps(model, x, y, vs, chunk=6)
+    one_pass = hessian_vector_products(F.cross_entropy(model(x), y), list(model.parameters()), vs)
+    for a, b in zip(chunked, one_pass): torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_penalty_pass_leaves_batchnorm_running_statistics_alone(float64_default):
+    torch.manual_seed(0)
+    model = make_model('resnet50', width=2, blocks=[1, 1, 1, 1])
+    x, y = _tiny_data(n=12)
+    T.full_batch_gradient(model, x, y, chunk=6)
+    before = {k: v.clone() for k, v in model.named_buffers()}
+    T.full_batch_hvps(model, x, y, [torch.ones_like(p) for p in model.parameters()], chunk=6)
+    for k, v in model.named_buffers(): assert torch.equal(v, before[k]), k
+
+
+@needs_cifar
+@pytest.mark.parametrize('mode', ['decoupled', 'coupled'])
+def test_a_penalized_run_takes_the_one_pass_step(mode):
+    "Two epochs of the trainer (chunked, two passes) against a one-pass computation of the same penalized steps."
+    from adam_implicit_bias.penalty import PenalizedAdam, model_one_norm
+    from adam_implicit_bias.optim import Adam
+    config = replace(TINY, dtype='float64', n_train=40, chunk=15, penalty=mode, penalty_lambda=-0.3)
+    run = T.start_run(config, results=None)
+    for n in range(2): assert T.train_epoch(run, n)
+    model, x, y = T.init_model(config), run.data.x_train, run.data.y_train
+    hyper = dict(lr=config.h, betas=(config.beta, config.rho), eps=config.eps)
+    if mode == 'decoupled':
+        opt = PenalizedAdam(model.parameters(), penalty=-0.3, **hyper)
+        for _ in range(2): opt.step(lambda: F.cross_entropy(model(x), y))
+    else:
+        opt = Adam(model.parameters(), **hyper)
+        for _ in range(2):
+            opt.zero_grad()
+            loss, norm = model_one_norm(model, F.cross_entropy, (x, y), eps=config.eps)
+            (loss - 0.3 * norm).backward(); opt.step()
+    for a, b in zip(run.model.parameters(), model.parameters()): torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert run.hist['penalty_lambda'] == [-0.3, -0.3] and all(math.isfinite(r) and r >= 0 for r in run.hist['penalty_ratio'])
+    us, gs = [torch.ones(3)], [torch.tensor([1.0, 2.0, 4.0])]
+    assert T.penalty_ratio(-0.3, us, gs) == pytest.approx(0.15) and T.penalty_ratio(0.6, us, gs) == pytest.approx(0.3)
+
+
+def test_the_penalty_is_in_the_config_hash_and_follows_the_theory():
+    from adam_implicit_bias.penalty import theory_penalty
+    base = replace(TINY, beta=0.9, rho=0.9)
+    hashes = {T.config_hash(c) for c in (base, replace(base, penalty='decoupled', penalty_rho=0.999),
+                                          replace(base, penalty='coupled', penalty_rho=0.999),
+                                          replace(base, penalty='decoupled', penalty_lambda=0.1))}
+    assert len(hashes) == 4
+    schedule = T.penalty_schedule_of(replace(base, penalty='decoupled', penalty_rho=0.999))
+    assert schedule(50) == pytest.approx(theory_penalty(50, h=base.h, beta=0.9, rho_target=0.999, rho=0.9)) and schedule(0) == 0
