@@ -5,6 +5,7 @@
 # %% ../nbs/01_bea.ipynb 2
 from __future__ import annotations
 import numbers
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Callable
 
@@ -12,14 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.func import functional_call, grad
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from .optim import check_hyperparameters
 
 # %% auto 0
-__all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'flat_loss', 'gradient', 'grad_and_hvp',
-           'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients', 'heavy_ball_modified_loss', 'heavy_ball_field',
-           'rk4_step', 'piecewise_trajectory', 'gd_trajectory', 'heavy_ball_trajectory']
+__all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'flat_loss', 'gradient', 'twice_differentiable',
+           'grad_and_hvp', 'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients', 'heavy_ball_modified_loss',
+           'heavy_ball_field', 'rk4_step', 'piecewise_trajectory', 'gd_trajectory', 'heavy_ball_trajectory']
 
 # %% ../nbs/01_bea.ipynb
 def as_number(name: str, value) -> float:
@@ -83,12 +85,17 @@ def gradient(loss: Loss, theta: Tensor) -> Tensor:
         x = theta.detach().requires_grad_()
         return torch.autograd.grad(loss(x), x)[0]
 
+@contextmanager
+def twice_differentiable():
+    "Run the block with the attention kernel that has a double backward (the math one): the fused kernels have none."
+    with sdpa_kernel([SDPBackend.MATH]): yield
+
 def grad_and_hvp(loss: Loss,                       # θ ↦ E(θ)
                  theta: Tensor,                    # point θ, flat
                  direction: Callable[[Tensor], Tensor], # g ↦ v, the vector to multiply by the Hessian
                 ) -> tuple[Tensor, Tensor]:
     "g = ∇E(θ) and H v(g), by reverse-over-reverse differentiation, without forming H."
-    with torch.enable_grad():
+    with torch.enable_grad(), twice_differentiable():
         x = theta.detach().requires_grad_()
         g, = torch.autograd.grad(loss(x), x, create_graph=True)
         v = direction(g.detach())

@@ -80,7 +80,7 @@ def run_summary(hist: dict) -> dict:
     return dict(model=c['model'], label=model_label(c['model'], c['knobs']), beta=c['beta'], rho=c['rho'], eps=c['eps'],
                 h=c['h'], seed=c['seed'], peak_norm=hill.peak, peak_epoch=hill.epoch if hill.epoch >= 0 else math.nan,
                 hill_reason=hill.reason,
-                max_test_acc=max(hist['test_acc'], default=math.nan), final_norm=_median_tail(norm),
+                max_test_acc=max(hist['test_acc'], default=math.nan), final_norm=math.nan if hist['diverged'] else _median_tail(norm),
                 c_n_peak=cn(hill.epoch), c_n_last=cn(last), hc_n_last=c['h'] * cn(last),
                 share_peak=at('small_eps_share', hill.epoch), share_last=hist['small_eps_share'][-1],
                 final_train_acc=acc[-1], fit_epoch=math.nan if fit is None else fit,

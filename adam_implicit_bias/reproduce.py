@@ -36,7 +36,7 @@ NOTEBOOKS = (
     Notebook('11_cifar_figures.ipynb', {'fig4': _fig('fig4'), 'fig5': _fig('fig5'), 'fig6': _fig('fig6'),
                                         'fig_hills': _fig('fig_hills'),
                                         'table1': ('table1.md', 'table1.csv', 'table1.tex', 'table1.json')}),
-    Notebook('13_penalty.ipynb', {'fig7': _fig('fig7')}),
+    Notebook('14_figure7.ipynb', {'fig7': _fig('fig7')}),
 )
 
 # %% ../nbs/12_reproduce.ipynb

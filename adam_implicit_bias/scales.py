@@ -98,7 +98,8 @@ CIFAR = dict(
 # %% ../nbs/04_scales.ipynb
 _PENALTY_TRIPLES = [[0.9, 0.95, 0.9], [0.5, 0.9, 0.5], [0.9, 0.95, 0.8], [0.9, 0.9, 0.95]]
 _PENALTY = dict(toy=dict(eps=1e-8, T=1.0, hs=[0.01, 0.005, 0.0025, 0.00125], check_h=0.0025, validity=0.5,
-                         triples=_PENALTY_TRIPLES, horizon=dict(triple=[0.9, 0.95, 0.9], h=0.005, T=4.0)))
+                         triples=_PENALTY_TRIPLES, horizon=dict(triple=[0.9, 0.95, 0.9], h=0.005, T=4.0)),
+                cifar=dict(model='vit', rho=0.999))
 PENALTY = dict(
     ci=_PENALTY,
     cpu=override(_PENALTY, toy=dict(hs=[0.01, 0.005, 0.0025, 0.00125, 0.000625], triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]],

@@ -21,6 +21,7 @@ from .data import load_cifar10
 from .models import MODELS, make_model, has_batchnorm, ghost_batchnorm
 from .fields import gradient_norms
 from .penalty import PenalizedAdam, hessian_vector_products, theory_penalty
+from .bea import twice_differentiable
 
 # %% auto 0
 __all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'EPOCH_KEYS', 'TEST_KEYS', 'PENALTY_KEYS', 'RunConfig', 'check_config',
@@ -28,8 +29,8 @@ __all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'EPOCH_KEYS', 'TEST_K
            'epoch_norms', 'evaluate', 'epoch_keys', 'new_history', 'history_is_complete', 'save_checkpoint',
            'load_checkpoint', 'compile_problem', 'compute_options', 'plain_module', 'compute_settings',
            'penalty_schedule_of', 'frozen_buffers', 'full_batch_hvps', 'penalty_ratio', 'init_model', 'run_data',
-           'run_dir', 'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'penalized_step', 'train_run',
-           'run_sweep']
+           'run_dir', 'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'penalty_terms',
+           'penalized_step', 'train_run', 'run_sweep']
 
 # %% ../nbs/10_train.ipynb
 TRAINER_VERSION = 5  # 3: threads in the config; verified histories and checkpoints; the small-ε share; fields' norm names
@@ -287,7 +288,7 @@ def full_batch_hvps(model: nn.Module, x: Tensor, y: Tensor, # the network and al
     params = [p for p in model.parameters() if p.requires_grad]
     out = [torch.zeros_like(p) for p in params]
     model.train()
-    with frozen_buffers(model):
+    with frozen_buffers(model), twice_differentiable():
         for i in range(0, len(x), chunk):
             with autocast(precision, x.device): loss = F.cross_entropy(model(x[i:i + chunk]), y[i:i + chunk], reduction='sum') / len(x)
             torch._foreach_add_(out, hessian_vector_products(loss, params, vs))
@@ -360,31 +361,33 @@ def train_epoch(run: Run, n: int) -> bool:
     passes = c.compute_chunk or c.chunk                      # images per forward pass
     loss, acc = full_batch_gradient(run.model, d.x_train, d.y_train, passes, c.precision)
     norms = epoch_norms(run.model, c.eps)
-    if not all(math.isfinite(v) for v in (loss, *norms.values())):
+    lam, us, ratio = penalty_terms(run, n) if c.penalty else (None, None, 0.0)
+    if not all(math.isfinite(v) for v in (loss, *norms.values(), ratio)):
         hist.update(diverged=True, diverged_epoch=n, finished=True)
         return False
-    _record(hist, train_loss=loss, train_acc=acc, **norms)
+    _record(hist, train_loss=loss, train_acc=acc, **norms, **(dict(penalty_lambda=lam, penalty_ratio=ratio) if c.penalty else {}))
     if n % c.eval_every == 0 or n == c.epochs - 1:
         test_loss, test_acc = evaluate(run.model, d.x_test, d.y_test, passes, c.precision)
         _record(hist, test_epoch=n, test_loss=test_loss, test_acc=test_acc)
-    if c.penalty: penalized_step(run, n)
+    if c.penalty: penalized_step(run, lam, us)
     else: run.opt.step()
     hist['epochs_done'] = n + 1
     return True
 
-def penalized_step(run: Run, n: int) -> None:
-    "The step of a penalized run: λ_n, u = H(g/R) by a second pass, then the decoupled or the coupled step; records λ_n and its ratio."
+def penalty_terms(run: Run, n: int) -> tuple[float, list[Tensor], float]:
+    "λ_n, u = H(g/R) of the full gradient held in the model (a second pass over the chunks; zero when λ_n = 0), and the ratio."
     c, d, params = run.config, run.data, [p for p in run.model.parameters() if p.requires_grad]
     schedule = penalty_schedule_of(c)
-    lam = schedule(n) if callable(schedule) else schedule
-    grads = [p.grad for p in params]
-    us = full_batch_hvps(run.model, d.x_train, d.y_train, [g / (g.pow(2) + c.eps).sqrt() for g in grads], c.compute_chunk or c.chunk,
-                         c.precision) if lam != 0 else [torch.zeros_like(p) for p in params]
-    _record(run.hist, penalty_lambda=lam, penalty_ratio=penalty_ratio(lam, us, grads))
-    if c.penalty == 'decoupled': run.opt.step(hvps=us)
-    else:
-        torch._foreach_add_(grads, us, alpha=lam)   # the gradient of E + λ_n‖∇E‖_{1,ε}
-        run.opt.step()
+    lam, grads = float(schedule(n) if callable(schedule) else schedule), [p.grad for p in params]
+    us = (full_batch_hvps(run.model, d.x_train, d.y_train, [g / (g.pow(2) + c.eps).sqrt() for g in grads], c.compute_chunk or c.chunk,
+                          c.precision) if lam != 0 else [torch.zeros_like(p) for p in params])
+    return lam, us, penalty_ratio(lam, us, grads)
+
+def penalized_step(run: Run, lam: float, us: list[Tensor]) -> None:
+    "The step of a penalized run: decoupled (`PenalizedAdam` adds -h·λ_n·u/R after Adam's update) or coupled (Adam on g + λ_n u)."
+    if run.config.penalty == 'decoupled': return run.opt.step(hvps=us)
+    torch._foreach_add_([p.grad for p in run.model.parameters() if p.requires_grad], us, alpha=lam)   # ∇(E + λ_n‖∇E‖_{1,ε})
+    run.opt.step()
 
 # %% ../nbs/10_train.ipynb
 def train_run(config: RunConfig,                   # what to run

@@ -4,9 +4,9 @@ import pytest, torch
 from adam_implicit_bias.bea import flat_loss, grad_and_hvp, gradient
 from adam_implicit_bias.fields import adam_trajectory, perturbed_one_norm
 from adam_implicit_bias.optim import Adam
-from adam_implicit_bias.penalty import (CLAIMS, PenalizedAdam, coupled_loss, gradient_one_norm, hessian_vector_products,
-                                        model_one_norm, penalized_adam_step, penalized_adam_trajectory, penalty_claims,
-                                        penalty_schedule, penalty_table, theory_penalty)
+from adam_implicit_bias.penalty import (PenalizedAdam, coupled_loss, gradient_one_norm, hessian_vector_products, model_one_norm,
+                                        penalized_adam_step, penalized_adam_trajectory, penalty_schedule, theory_penalty)
+from adam_implicit_bias.figure7 import CLAIMS, penalty_claims, penalty_table
 from adam_implicit_bias.scales import scale_config
 
 pytestmark = pytest.mark.usefixtures('float64_default')  # see conftest.py

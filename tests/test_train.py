@@ -268,3 +268,15 @@ def test_the_penalty_is_in_the_config_hash_and_follows_the_theory():
     assert len(hashes) == 4
     schedule = T.penalty_schedule_of(replace(base, penalty='decoupled', penalty_rho=0.999))
     assert schedule(50) == pytest.approx(theory_penalty(50, h=base.h, beta=0.9, rho_target=0.999, rho=0.9)) and schedule(0) == 0
+
+
+def test_the_penalty_runs_through_attention(float64_default):
+    "Fused attention kernels have no double backward: the penalty's Hessian-vector products must still work for the ViT."
+    from adam_implicit_bias.fields import implicit_bias_report
+    torch.manual_seed(0)
+    model = make_model('vit', patch=8, dim=16, depth=1, heads=2, mlp=32)
+    x, y = _tiny_data(n=8)
+    T.full_batch_gradient(model, x, y, chunk=4)
+    hv = T.full_batch_hvps(model, x, y, [p.grad for p in model.parameters()], chunk=4)
+    assert all(torch.isfinite(h).all() for h in hv) and any(h.abs().sum() > 0 for h in hv)
+    assert implicit_bias_report(model, F.cross_entropy, (x, y), h=1e-3, beta=0.9, rho=0.999, eps=1e-8).loss > 0
