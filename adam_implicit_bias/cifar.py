@@ -275,6 +275,7 @@ def plot_hills(axs, spec: dict, hists: list) -> None:
     axs[0].legend(loc='upper right', fontsize=SIZES['note'])
     axs[1].set(ylabel='$h\\,c_n$'); axs[2].set(ylabel='small-ε share', xlabel='epoch', ylim=(0, 1.02))
 
+# %% ../nbs/11_cifar_figures.ipynb
 def hills_figure(specs: list[dict], histories: list[list]) -> plt.Figure:
     "The hills figure: one column of `plot_hills` per sweep."
     with figure_style():

@@ -61,6 +61,7 @@ def _max_diff(a: Tensor, b: Tensor) -> Tensor:
     "‖a_n - b_n‖_∞ for each row n, as float64 on the CPU."
     return (a - b).abs().amax(dim=1).double().cpu()
 
+# %% ../nbs/08_closeness.ipynb
 def closeness_errors(loss: Loss | list[Loss], # θ ↦ E(θ), full batch; or the batch losses E_0, ..., E_{m-1}
                      theta0: Tensor,       # θ⁽⁰⁾ = θ̃(0), flat
                      *, h: float,          # step size
@@ -131,6 +132,7 @@ def cache_path(point: dict, results: str | Path | None = None) -> Path:
     "results/closeness/<hash of the point's config>.json"
     return results_dir(results)/'closeness'/f'{json_hash(point)}.json'
 
+# %% ../nbs/08_closeness.ipynb
 def _cached(path: Path, point: dict) -> dict | None:
     "The cached record at `path` if it is verified, intact and the record of `point`, else None."
     rec = read_checked_json(path)

@@ -14,8 +14,8 @@ from torch import Tensor
 from .files import data_dir, sha256
 
 # %% auto 0
-__all__ = ['OFFLINE_FILES', 'CIFAR10_CLASSES', 'DataMissingError', 'DataChecksumError', 'offline_file', 'balanced_indices',
-           'load_mnist', 'ImageData', 'load_cifar10']
+__all__ = ['OFFLINE_FILES', 'CIFAR10_CLASSES', 'DataMissingError', 'DataChecksumError', 'offline_file', 'have_data',
+           'balanced_indices', 'load_mnist', 'ImageData', 'load_cifar10']
 
 # %% ../nbs/07_data.ipynb
 OFFLINE_FILES = {
@@ -31,6 +31,7 @@ class DataChecksumError(ValueError):
 
 _verified: dict = {}
 
+# %% ../nbs/07_data.ipynb
 def offline_file(name: str,             # 'mnist' or 'cifar10'
                  root: str | Path | None = None, # data folder; see `data_dir`
                 ) -> Path:
@@ -48,6 +49,16 @@ def offline_file(name: str,             # 'mnist' or 'cifar10'
                                     f"Replace it with an intact copy, or delete it and pass download=True to use torchvision.")
         _verified[key] = digest
     return path
+
+# %% ../nbs/07_data.ipynb
+def have_data(name: str,                       # 'mnist' or 'cifar10'
+              root: str | Path | None = None,  # data folder; see `data_dir`
+             ) -> bool:
+    "Whether the offline file of `name` is in the data folder; when it is not, print that what needs it is skipped, and why."
+    fname = OFFLINE_FILES[name][0]
+    if (data_dir(root)/fname).is_file(): return True
+    print(f"skipped: {fname} is not in {data_dir(root)} (set ADAM_IB_DATA to the folder that holds it)")
+    return False
 
 # %% ../nbs/07_data.ipynb
 def balanced_indices(y: np.ndarray | Tensor, # integer labels

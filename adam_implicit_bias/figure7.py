@@ -240,6 +240,7 @@ def _span(values, fmt='.2g') -> str:
     lo, hi = format(min(values), fmt), format(max(values), fmt)
     return lo if lo == hi else f'{lo}–{hi}'
 
+# %% ../nbs/14_figure7.ipynb
 def toy_caption(claims: dict, horizon: dict, cfg: dict) -> str:
     "The caption of Figure 7's toy row, every number in it measured: what was compared, the three claims, past the valley."
     cs, yes = list(claims.values()), lambda k: 'yes' if all(c[k] for c in cs) else 'NO for ' + ', '.join(

@@ -99,6 +99,7 @@ def penalized_adam_step(theta: Tensor, grad: Tensor, # θ⁽ⁿ⁾ and g = ∇E(
     decoupled_penalty_([theta], [grad], [hvp], lr=as_number('lr', lr), penalty=penalty, eps=as_number('eps', eps))
     return theta, new
 
+# %% ../nbs/13_penalty.ipynb
 def _hvps(grads: list, params: list[Tensor], vs: list) -> list[Tensor]:
     "H v per block from gradients that keep their graph; zero where a gradient is missing or does not depend on θ."
     live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]

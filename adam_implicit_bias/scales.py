@@ -84,8 +84,8 @@ _CIFAR = dict(n_train=100, n_test=None, download=False, chunk=500, eps=1e-8, eva
 _PAPER_RHO = dict(values=[0.99, 0.995, 0.999, 0.9995, 0.9999], beta=0.99, h=7.5e-5, epochs=3000, seeds=5)
 CIFAR = dict(
     ci=_CIFAR,
-    cpu=override(_CIFAR, n_train=250, ckpt_every=250,
-                 fig4=dict(epochs=400, seeds=5), fig5=dict(epochs=400, seeds=5),
+    cpu=override(_CIFAR, n_train=250,
+                 fig4=dict(epochs=250, seeds=5), fig5=dict(epochs=250, seeds=5),
                  fig6=[dict(_CIFAR['fig6'][0], epochs=600, seeds=5), dict(_CIFAR['fig6'][1], epochs=400, seeds=5)]),
     paper=override(_CIFAR, n_train=None, download=True, ckpt_every=100, device='cuda',
                    models=dict(resnet50=dict(width=64, blocks=[3, 4, 6, 3]), cnn=dict(widths=[32, 64, 128], hidden=512),

@@ -37,6 +37,7 @@ TRAINER_VERSION = 5  # 3: threads in the config; verified histories and checkpoi
                      # 4: precision, compute_chunk (ghost BatchNorm), channels_last and compile in the config
                      # 5: an explicit one-norm penalty (penalty, penalty_lambda, penalty_rho) in the config
 
+# %% ../nbs/10_train.ipynb
 @dataclass
 class RunConfig:
     "The complete description of one full-batch training run."
@@ -94,6 +95,7 @@ def check_config(c: RunConfig) -> None:
         raise ValueError(f"channels_last applies to the convolutional models ({', '.join(CONV_MODELS)}), got model={c.model!r}")
     check_penalty(c)
 
+# %% ../nbs/10_train.ipynb
 def check_penalty(c: RunConfig) -> None:
     "The penalty fields: a mode and exactly one of λ and ρ_target, or none of the three."
     if c.penalty not in (None, 'decoupled', 'coupled'):
@@ -374,6 +376,7 @@ def train_epoch(run: Run, n: int) -> bool:
     hist['epochs_done'] = n + 1
     return True
 
+# %% ../nbs/10_train.ipynb
 def penalty_terms(run: Run, n: int) -> tuple[float, list[Tensor], float]:
     "λ_n, u = H(g/R) of the full gradient held in the model (a second pass over the chunks; zero when λ_n = 0), and the ratio."
     c, d, params = run.config, run.data, [p for p in run.model.parameters() if p.requires_grad]
