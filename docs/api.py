@@ -78,7 +78,7 @@ def _dict_keys(fn, depth: int = 0) -> dict[str, bool] | None:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id == 'dict':  # dict(a=..., b=...) only: no positional argument, no **other
                 return None if node.args or any(k.arg is None for k in node.keywords) else {k.arg: True for k in node.keywords}
-            callee = fn.__globals__.get(node.func.id)
+            callee = getattr(inspect.unwrap(fn), '__globals__', {}).get(node.func.id)  # through lru_cache and other wrappers
             if inspect.isfunction(callee): return _dict_keys(callee, depth + 1)
         return None
 

@@ -1,6 +1,6 @@
 """The documentation build's helpers (docs/build.py, docs/api.py): what the API reference says, where figures go, when the
 executed experiments are reused. The browser check itself is `make docs-test` (docs/check.py, with its own self-test)."""
-import sys
+import functools, sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +38,8 @@ def computed_key(x):
     return out
 def spread(x, other): return dict(a=1, **other)
 def not_a_dict(x): return [x]
+@functools.lru_cache
+def cached(x): return literal(x)
 
 class Point(NamedTuple):
     "A point."
@@ -57,6 +59,7 @@ def test_dict_keys_read_from_the_source():
     assert api._dict_keys(report) == {'c': True, 'sign': True, 'share': False, 'regime': True}
     assert api._dict_keys(extended) == {'c': True, 'sign': True, 'share': False, 'regime': True, 'loss': True}  # through report
     assert api._dict_keys(two_returns) == {'a': True, 'b': False}
+    assert api._dict_keys(cached) == {'a': True, 'b': True}  # through the lru_cache wrapper, which has no __globals__
     for fn in (unknown_update, computed_key, spread, not_a_dict):  # keys it cannot know: no claim at all
         assert api._dict_keys(fn) is None, fn.__name__
 
