@@ -209,13 +209,13 @@ def draw_cifar_row(axs, hists: dict, runs: pd.DataFrame, label: str) -> None:
         d.semilogy(_mean_of(hs, 'perturbed_one_norm'), color=ARM_COLORS[arm], lw=1, label=arm)
         if arm in ARMS[2:]: e.semilogy(_mean_of(hs, 'penalty_ratio'), color=ARM_COLORS[arm], lw=1, label=arm)
     e.axhline(1, color='0.4', ls=':', lw=1)
-    d.set(xlabel='epoch', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f'(d) {label}: the norm, per arm'); d.legend(fontsize=SIZES['legend'])
-    e.set(xlabel='epoch', ylabel='median |λ u| / |g|', title='(e) penalty ratio (expansion valid below 1)')
+    d.set(xlabel='epoch', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"(d) {label.split(' (')[0]}: the norm, per arm"); d.legend(fontsize=SIZES['legend'])
+    e.set(xlabel='epoch', ylabel='median |λ u| / |g|', title='(e) penalty ratio (valid below 1)')
     order = [a for a in ARMS if a in set(runs.arm)]
     for _, r in runs.pivot(index='seed', columns='arm', values='max_test_acc')[order].iterrows():
         f.plot(range(len(order)), r.values, color='0.7', lw=0.6, marker='.', ms=3)
     f.plot(range(len(order)), runs.groupby('arm').max_test_acc.mean()[order].values, 'o', color='k', ms=4)
-    f.set_xticks(range(len(order)), order, rotation=30); f.set(ylabel='best test accuracy', title='(f) per seed (grey) and mean')
+    f.set_xticks(range(len(order)), order, rotation=30); f.set(ylabel='best test accuracy', title='(f) per seed (grey), mean (black)')
 
 # %% ../nbs/14_figure7.ipynb
 def figure7(table, claims: dict, horizon: dict, # the toy test: `penalty_table`, `penalty_claims`, `penalty_horizon`
