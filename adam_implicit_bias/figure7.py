@@ -277,8 +277,10 @@ def cifar_caption(runs: pd.DataFrame, comparisons: list[dict], failed: list[str]
     said = '; '.join(f"{c['arm']} − {c['base']}: {c['mean']:+.3g} [{c['lo']:+.3g}, {c['hi']:+.3g}], p = {c['p']:.2g}"
                      + ('' if c['differs'] else ' (not distinguishable)')
                      for c in comparisons if c['metric'] in ('final_norm', 'max_test_acc'))
-    return (f"Bottom row: the arms on CIFAR-10, {label}, ρ = {cfg['rho']:g} against the reference Adam(β, β), "
-            f"{runs.seed.nunique()} paired seeds. Share of epochs where the expansion holds (penalty ratio < 1): {valid}."
+    return (f"Bottom row: the arms on CIFAR-10, {label}, {runs.seed.nunique()} paired seeds: adam = Adam(β, ρ = {cfg['rho']:g}); "
+            f"reference = Adam(β, β), whose c_n is 0; decoupled = reference plus −h·λ_n·H(g/R)/R with λ_n = h(c_n(β, ρ) − c_n(β, β)), "
+            f"which should reproduce adam; coupled = reference on E + λ_n‖∇E‖₁,ε; cancelled = adam plus the opposite decoupled "
+            f"penalty, which should reproduce the reference. Share of epochs where the expansion holds (penalty ratio < 1): {valid}."
             + (f" Diverged: {div}." if div else '') + (f" FAILED RUNS ({len(failed)}): " + ' | '.join(failed) + '.' if failed else '')
             + f" Paired differences of the final norm and the best test accuracy (mean [95% CI], sign-flip p): {said}.")
 
