@@ -217,6 +217,8 @@ def plot_metric(ax, spec: dict, runs: pd.DataFrame, numbers: dict, metric: str) 
         x = math.sqrt((1 - c['a']) * (1 - c['b']))   # the gap's middle on the memory axis
         ax.annotate(MARKS[c['verdict']], (1 - x, 0.97), xycoords=('data', 'axes fraction'), ha='center', va='top',
                     fontsize=SIZES['note'], fontfamily='DejaVu Sans')   # the serif font has no ✓ ✗
+    if runs[metric].isna().all():
+        ax.text(0.5, 0.5, 'no run had a hill' if metric == 'peak_norm' else 'no values', transform=ax.transAxes, ha='center')
     _memory_axis(ax, list(m.index))
     ax.set_xlabel(f"${dict(rho=chr(92) + 'rho', beta=chr(92) + 'beta')[spec['sweep']]}$"); ax.set_ylabel(METRICS[metric])
 
@@ -237,8 +239,9 @@ def _sweep_sentence(n: dict) -> str:
     sym = dict(rho='ρ', beta='β')[n['sweep']]
     cn = '; '.join(f"{sym} = {v:g}: c∞ = {coefficient_at(*_pair(n, v)):.4g}, c_n = {c:.4g} (h·c_n = {hc:.2g})"
                    for v, c, hc in zip(n['values'], n['c_n_last_mean'], n['hc_n_last_mean']))
-    said = '; '.join(f"{METRICS[c['metric']]} {sym} {c['a']:g}→{c['b']:g}: {c['mean']:+.3g} [{c['lo']:+.3g}, {c['hi']:+.3g}], "
-                     f"p = {c['p']:.2g}, {c['verdict']}" for c in n['comparisons'])
+    said = '; '.join(f"{METRICS[c['metric']]} {sym} {c['a']:g}→{c['b']:g}: " + (
+        f"{c['mean']:+.3g} [{c['lo']:+.3g}, {c['hi']:+.3g}], p = {c['p']:.2g}, {c['verdict']}" if math.isfinite(c['mean'])
+        else 'no seed has both values') for c in n['comparisons'])
     trouble = ''.join([f"; {n['diverged_runs']} runs diverged" if n['diverged_runs'] else '',
                        f"; FAILED RUNS ({len(n['failed_runs'])}): " + ' | '.join(n['failed_runs']) if n['failed_runs'] else ''])
     return (f"{n['label']}: {fixed}, h = {n['h']:g}, {n['epochs']} epochs, {n['seeds']} paired seeds; hills in "
