@@ -264,16 +264,16 @@ def plot_hills(axs, spec: dict, hists: list) -> None:
     "Three stacked panels for one sweep: the norm per epoch (peaks ▼), h·c_n per epoch, and the small-ε share per epoch."
     hists, colors, sym = [h for h in hists if isinstance(h, dict)], value_colors(spec['values']), dict(rho='ρ', beta='β')[spec['sweep']]
     for v in spec['values']:
-        hs = [h for h in hists if h['config'][spec['sweep']] == v and h['perturbed_one_norm']]
-        if not hs: continue
+        group = [h for h in hists if h['config'][spec['sweep']] == v and h['perturbed_one_norm']]
+        if not group: continue
         beta, rho = (v, spec['rho']) if spec['sweep'] == 'beta' else (spec['beta'], v)
-        axs[0].plot(_mean_curve(hs, 'perturbed_one_norm'), color=colors[v], lw=1, label=f"{sym} = {v:g}")
-        for h in hs:
+        axs[0].plot(_mean_curve(group, 'perturbed_one_norm'), color=colors[v], lw=1, label=f"{sym} = {v:g}")
+        for h in group:
             hill = find_hill(h['perturbed_one_norm'])
             if hill.epoch >= 0: axs[0].plot(hill.epoch, hill.peak, 'v', color=colors[v], ms=4)
-        n = np.arange(len(_mean_curve(hs, 'perturbed_one_norm')))
+        n = np.arange(len(_mean_curve(group, 'perturbed_one_norm')))
         axs[1].plot(n, [spec['h'] * coefficient_at(beta, rho, int(k)) for k in n], color=colors[v], lw=1)
-        axs[2].plot(_mean_curve(hs, 'small_eps_share'), color=colors[v], lw=1)
+        axs[2].plot(_mean_curve(group, 'small_eps_share'), color=colors[v], lw=1)
     axs[0].set(yscale='log', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"{spec['model']}, {spec['sweep']} sweep")
     axs[0].legend(loc='upper right', fontsize=SIZES['note'])
     axs[1].set(ylabel='$h\\,c_n$'); axs[2].set(ylabel='small-ε share', xlabel='epoch', ylim=(0, 1.02))
@@ -284,7 +284,7 @@ def hills_figure(specs: list[dict], histories: list[list]) -> plt.Figure:
     with figure_style():
         fig, axs = plt.subplots(3, len(specs), figsize=(2.6 * len(specs), 6.0), sharex='col', squeeze=False,
                                 height_ratios=[1.4, 1, 1])
-        for col, spec, hs in zip(axs.T, specs, histories): plot_hills(col, spec, hs)
+        for col, spec, group in zip(axs.T, specs, histories): plot_hills(col, spec, group)
         fig.tight_layout()
     return fig
 

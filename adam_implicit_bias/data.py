@@ -87,8 +87,8 @@ def balanced_indices(y: np.ndarray | Tensor, # integer labels
 def _torchvision(name: str, root: Path, train: bool):
     try: import torchvision
     except ImportError as e:
-        raise DataMissingError(f"download=True needs torchvision: `pip install torchvision` (or "
-                               f"`pip install adam-implicit-bias[download]`)") from e
+        raise DataMissingError("download=True needs torchvision: `pip install torchvision` (or "
+                               "`pip install adam-implicit-bias[download]`)") from e
     cls = dict(mnist=torchvision.datasets.MNIST, cifar10=torchvision.datasets.CIFAR10)[name]
     ds = cls(str(root), train=train, download=True)
     return np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64)

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from torch.func import grad
 import matplotlib
 import matplotlib.pyplot as plt
@@ -173,8 +174,8 @@ def arm_configs(cfg: dict,     # the `cifar` entry of the scale's `PENALTY` conf
 def arm_runs(hists: dict) -> pd.DataFrame:
     "One row per finished run of every arm: `cifar.run_summary`, and for a penalized run its mean λ_n and share of valid epochs."
     rows = []
-    for arm, hs in hists.items():
-        for h in (h for h in hs if isinstance(h, dict)):
+    for arm, group in hists.items():
+        for h in (h for h in group if isinstance(h, dict)):
             r = np.asarray(h.get('penalty_ratio', []))
             rows.append(dict(arm=arm, **run_summary(h), valid_share=float((r < 1).mean()) if len(r) else math.nan,
                              mean_lambda=float(np.mean(h['penalty_lambda'])) if len(r) else 0.0))
@@ -197,17 +198,17 @@ def arm_comparisons(runs: pd.DataFrame) -> list[dict]:
 # %% ../nbs/14_figure7.ipynb
 ARM_COLORS = dict(adam='tab:red', reference='0.3', decoupled='tab:orange', coupled='tab:blue', cancelled='tab:green')
 
-def _mean_of(hs: list[dict], key: str) -> np.ndarray:
-    hs = [h for h in hs if isinstance(h, dict) and h.get(key)]
-    n = min(len(h[key]) for h in hs) if hs else 0
-    return np.mean([h[key][:n] for h in hs], axis=0) if n else np.array([])
+def _mean_of(group: list[dict], key: str) -> np.ndarray:
+    group = [h for h in group if isinstance(h, dict) and h.get(key)]
+    n = min(len(h[key]) for h in group) if group else 0
+    return np.mean([h[key][:n] for h in group], axis=0) if n else np.array([])
 
 def draw_cifar_row(axs, hists: dict, runs: pd.DataFrame, label: str) -> None:
     "Panels (d)-(f) of Figure 7's CIFAR row on the three axes `axs`."
     d, e, f = axs
-    for arm, hs in hists.items():
-        d.semilogy(_mean_of(hs, 'perturbed_one_norm'), color=ARM_COLORS[arm], lw=1, label=arm)
-        if arm in ARMS[2:]: e.semilogy(_mean_of(hs, 'penalty_ratio'), color=ARM_COLORS[arm], lw=1, label=arm)
+    for arm, group in hists.items():
+        d.semilogy(_mean_of(group, 'perturbed_one_norm'), color=ARM_COLORS[arm], lw=1, label=arm)
+        if arm in ARMS[2:]: e.semilogy(_mean_of(group, 'penalty_ratio'), color=ARM_COLORS[arm], lw=1, label=arm)
     e.axhline(1, color='0.4', ls=':', lw=1)
     d.set(xlabel='epoch', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"(d) {label.split(' (')[0]}: the norm, per arm"); d.legend(fontsize=SIZES['legend'])
     e.set(xlabel='epoch', ylabel='median |λ u| / |g|', title='(e) penalty ratio (valid below 1)')
