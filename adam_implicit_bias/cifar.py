@@ -263,6 +263,7 @@ def _mean_curve(hists: list[dict], key: str) -> np.ndarray:
 def plot_hills(axs, spec: dict, hists: list) -> None:
     "Three stacked panels for one sweep: the norm per epoch (peaks ▼), h·c_n per epoch, and the small-ε share per epoch."
     hists, colors, sym = [h for h in hists if isinstance(h, dict)], value_colors(spec['values']), dict(rho='ρ', beta='β')[spec['sweep']]
+    label = model_label(spec['model'], hists[0]['config']['knobs']) if hists else spec['model']
     for v in spec['values']:
         group = [h for h in hists if h['config'][spec['sweep']] == v and h['perturbed_one_norm']]
         if not group: continue
@@ -274,7 +275,7 @@ def plot_hills(axs, spec: dict, hists: list) -> None:
         n = np.arange(len(_mean_curve(group, 'perturbed_one_norm')))
         axs[1].plot(n, [spec['h'] * coefficient_at(beta, rho, int(k)) for k in n], color=colors[v], lw=1)
         axs[2].plot(_mean_curve(group, 'small_eps_share'), color=colors[v], lw=1)
-    axs[0].set(yscale='log', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"{spec['model']}, {spec['sweep']} sweep")
+    axs[0].set(yscale='log', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"{label}\n{sym} sweep")
     axs[0].legend(loc='upper right', fontsize=SIZES['note'])
     axs[1].set(ylabel='$h\\,c_n$'); axs[2].set(ylabel='small-ε share', xlabel='epoch', ylim=(0, 1.02))
 
