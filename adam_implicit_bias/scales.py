@@ -59,12 +59,12 @@ _MINIBATCH = override(_CLOSENESS, batches=4, schedule='cyclic', panel_a=dict(h=1
                                                                dict(eps=0.1, T=0.01, hs=[1e-3, 5e-4, 2.5e-4])]))
 MINIBATCH_CLOSENESS = dict(
     ci=_MINIBATCH,
-    cpu=override(_MINIBATCH, n_train=500, substeps=2, panel_a=dict(h=5e-6),
+    cpu=override(_MINIBATCH, n_train=400, substeps=2, panel_a=dict(h=5e-6),
                  curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4]),
                          dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6])],
                  surprise=dict(curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6]),
                                        dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4])])),
-    paper=override(_MINIBATCH, n_train=1000, hidden=32, substeps=2, panel_a=dict(h=2.5e-6),
+    paper=override(_MINIBATCH, n_train=800, hidden=32, substeps=2, panel_a=dict(h=2.5e-6),
                    curves=[dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5]),
                            dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6, 1.25e-6])],
                    surprise=dict(batches=[2, 4, 8, 16], curves=[dict(eps=1e-6, T=4e-4, hs=[4e-5, 2e-5, 1e-5, 5e-6, 2.5e-6]),
