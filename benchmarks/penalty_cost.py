@@ -3,8 +3,9 @@
 A small VGG-style CNN (the `ci` CNN of the CIFAR experiments) on a few hundred CIFAR-10 images, full batch, on the CPU with one
 thread. The plain step is `zero_grad`, `backward`, `Adam.step`. The penalized steps are `PenalizedAdam.step(closure)` (one pass:
 gradient with its graph, one Hessian-vector product) and the trainer's two-pass form over chunks (`backward` per chunk for g, then
-`hessian_vector_products` per chunk with the full g/R, then `step(hvps=...)`). They are timed interleaved, in this one run, and the
-medians compared.
+`hessian_vector_products` per chunk with the full g/R, then `step(hvps=...)`). For comparison only, a step whose H(g/R) is a
+central finite difference of two more gradients, (∇E(θ + δv) − ∇E(θ − δv))/2δ, which the package does not use: it is printed
+with its relative error against the exact product. They are timed interleaved, in this one run, and the medians compared.
 
     python benchmarks/penalty_cost.py [--images 250] [--repeats 15] [--threads 1] [--chunk 125]
 """
@@ -32,12 +33,13 @@ def main():
     data = load_cifar10(a.images, 10)
     x, y = data.x_train, data.y_train
     models = []
-    for _ in range(3):
+    for _ in range(4):
         torch.manual_seed(0); models.append(vgg_cnn((8, 16, 32), hidden=64))
-    plain_model, one_model, two_model = models
+    plain_model, one_model, two_model, fd_model = models
     plain = Adam(plain_model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     one = PenalizedAdam(one_model.parameters(), lr=1e-4, betas=(0.9, 0.95), penalty=-1e-4)
     two = PenalizedAdam(two_model.parameters(), lr=1e-4, betas=(0.9, 0.95), penalty=-1e-4)
+    fd = PenalizedAdam(fd_model.parameters(), lr=1e-4, betas=(0.9, 0.95), penalty=-1e-4)
     chunks = [(x[i:i + a.chunk], y[i:i + a.chunk]) for i in range(0, len(x), a.chunk)]
     params = two.penalty_params()
 
@@ -56,7 +58,25 @@ def main():
                 acc += h
         two.step(hvps=hv)
 
-    steps = dict(plain=plain_step, one_pass=one_pass_step, two_pass=two_pass_step)
+    fd_params = fd.penalty_params()
+    def fd_hvps(v, delta=1e-3):
+        def grad_at(sign):
+            with torch.no_grad(): torch._foreach_add_(fd_params, v, alpha=sign * delta)
+            g = torch.autograd.grad(F.cross_entropy(fd_model(x), y), fd_params)
+            with torch.no_grad(): torch._foreach_add_(fd_params, v, alpha=-sign * delta)
+            return g
+        return [(p - m) / (2 * delta) for p, m in zip(grad_at(1), grad_at(-1))]
+
+    def fd_step():
+        fd.zero_grad(); F.cross_entropy(fd_model(x), y).backward()
+        fd.step(hvps=fd_hvps(fd.penalty_directions()))
+
+    fd.zero_grad(); F.cross_entropy(fd_model(x), y).backward()
+    v = fd.penalty_directions()
+    exact, approx = hessian_vector_products(F.cross_entropy(fd_model(x), y), fd_params, v), fd_hvps(v)
+    fd_error = (torch.cat([(a - e).flatten() for a, e in zip(approx, exact)]).norm() / torch.cat([e.flatten() for e in exact]).norm()).item()
+
+    steps = dict(plain=plain_step, one_pass=one_pass_step, two_pass=two_pass_step, finite_difference=fd_step)
     for f in steps.values(): f(); f()                                  # warm-up
     times = {k: [] for k in steps}
     for _ in range(a.repeats):
@@ -68,6 +88,8 @@ def main():
     print(f"plain Adam step                          {med['plain'] * 1e3:8.1f} ms")
     print(f"penalized step, one pass (closure)       {med['one_pass'] * 1e3:8.1f} ms   ratio {med['one_pass'] / med['plain']:.2f}x")
     print(f"penalized step, two passes, chunks {a.chunk:<5} {med['two_pass'] * 1e3:8.1f} ms   ratio {med['two_pass'] / med['plain']:.2f}x")
+    print(f"finite-difference H(g/R), for comparison {med['finite_difference'] * 1e3:8.1f} ms   ratio "
+          f"{med['finite_difference'] / med['plain']:.2f}x   (relative error of its H(g/R): {fd_error:.1e})")
     print(f"target: at most 3x -> one pass {'met' if med['one_pass'] <= 3 * med['plain'] else 'NOT met'}, "
           f"two passes {'met' if med['two_pass'] <= 3 * med['plain'] else 'NOT met'}")
 
