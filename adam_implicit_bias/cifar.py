@@ -16,7 +16,7 @@ from .train import RunConfig, run_sweep, describe
 from .runs import Failure
 from .models import model_label
 from .fields import memory_coefficients
-from .stats import find_hill, paired_difference, verdict
+from .stats import difference_text, find_hill, paired_difference, verdict
 from .files import atomic_write_bytes, read_json, results_dir
 from .plots import figure_style, value_colors, add_caption, save_figure, save_numbers, SIZES
 
@@ -239,9 +239,8 @@ def _sweep_sentence(n: dict) -> str:
     sym = dict(rho='ρ', beta='β')[n['sweep']]
     cn = '; '.join(f"{sym} = {v:g}: c∞ = {coefficient_at(*_pair(n, v)):.4g}, c_n = {c:.4g} (h·c_n = {hc:.2g})"
                    for v, c, hc in zip(n['values'], n['c_n_last_mean'], n['hc_n_last_mean']))
-    said = '; '.join(f"{METRICS[c['metric']]} {sym} {c['a']:g}→{c['b']:g}: " + (
-        f"{c['mean']:+.3g} [{c['lo']:+.3g}, {c['hi']:+.3g}], p = {c['p']:.2g}, {c['verdict']}" if math.isfinite(c['mean'])
-        else 'no seed has both values') for c in n['comparisons'])
+    said = '; '.join(f"{METRICS[c['metric']]} {sym} {c['a']:g}→{c['b']:g}: {difference_text(c)}"
+                     + (f", {c['verdict']}" if math.isfinite(c['lo']) else '') for c in n['comparisons'])
     trouble = ''.join([f"; {n['diverged_runs']} runs diverged" if n['diverged_runs'] else '',
                        f"; FAILED RUNS ({len(n['failed_runs'])}): " + ' | '.join(n['failed_runs']) if n['failed_runs'] else ''])
     return (f"{n['label']}: {fixed}, h = {n['h']:g}, {n['epochs']} epochs, {n['seeds']} paired seeds; hills in "

@@ -22,7 +22,7 @@ from .closeness import fit_slope
 from .train import RunConfig, run_sweep
 from .runs import Failure
 from .cifar import METRICS, run_summary, sweep_configs, sweep_specs
-from .stats import paired_difference
+from .stats import difference_text, paired_difference
 from .plots import SIZES, add_caption, figure_style, value_colors
 
 # %% auto 0
@@ -276,8 +276,7 @@ def cifar_caption(runs: pd.DataFrame, comparisons: list[dict], failed: list[str]
     valid = '; '.join(f"{a} {g.valid_share.mean()[a]:.0%}" for a in ARMS[2:] if a in g.groups)
     div = '; '.join(f"{a} {int(g.diverged.sum()[a])} of {g.size()[a]}" for a in ARMS if a in g.groups and g.diverged.sum()[a])
     said = ' | '.join(f"{METRICS[m]}: " + '; '.join(
-        f"{c['arm']} − {c['base']} " + (f"{c['mean']:+.3g} [{c['lo']:+.3g}, {c['hi']:+.3g}], p = {c['p']:.2g}"
-                                        + ('' if c['differs'] else ' (n.d.)') if math.isfinite(c['mean']) else 'no seed has both')
+        f"{c['arm']} − {c['base']} {difference_text(c)}" + ('' if c['differs'] or not math.isfinite(c['lo']) else ' (n.d.)')
         for c in comparisons if c['metric'] == m) for m in ARM_METRICS)
     return (f"Bottom row: the arms on CIFAR-10, {label}, {runs.seed.nunique()} paired seeds: adam = Adam(β, ρ = {cfg['rho']:g}); "
             f"reference = Adam(β, β), whose c_n is 0; decoupled = reference plus −h·λ_n·H(g/R)/R with λ_n = h(c_n(β, ρ) − c_n(β, β)), "

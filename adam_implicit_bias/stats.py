@@ -11,7 +11,8 @@ import numpy as np
 from scipy import signal, stats
 
 # %% auto 0
-__all__ = ['smooth', 'Hill', 'hill_window', 'find_hill', 'PairedDifference', 'sign_flip_p', 'paired_difference', 'verdict']
+__all__ = ['smooth', 'Hill', 'hill_window', 'find_hill', 'PairedDifference', 'sign_flip_p', 'paired_difference', 'verdict',
+           'difference_text']
 
 # %% ../nbs/11a_statistics.ipynb
 def smooth(curve,             # a per-epoch series
@@ -114,3 +115,12 @@ def verdict(d: PairedDifference, # a paired difference X(b) − X(a), b > a
     if (d.lo > 0 or d.hi < 0) and d.p < alpha:
         return 'as the paper' if (1 if d.lo > 0 else -1) == expected else 'opposite to the paper'
     return 'not distinguishable from noise at this scale'
+
+# %% ../nbs/11a_statistics.ipynb
+def difference_text(d: PairedDifference | dict, # or a dict with its fields, as the figures' numbers hold it
+                   ) -> str:
+    "`d` as caption text: '+0.12 [+0.05, +0.2], p = 0.062', or why there is no interval."
+    if isinstance(d, dict): d = PairedDifference(**{k: d[k] for k in PairedDifference._fields})
+    if not math.isfinite(d.mean): return 'no seed has both values'
+    if not (math.isfinite(d.lo) and math.isfinite(d.hi)): return f"{d.mean:+.3g} from {d.n} paired seed, too few to tell"
+    return f"{d.mean:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}], p = {d.p:.2g}"
