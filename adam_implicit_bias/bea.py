@@ -7,7 +7,7 @@ from __future__ import annotations
 import numbers
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 from .optim import check_hyperparameters
 
 # %% auto 0
-__all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'flat_loss', 'gradient', 'twice_differentiable',
-           'grad_and_hvp', 'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients', 'heavy_ball_modified_loss',
-           'heavy_ball_field', 'rk4_step', 'piecewise_trajectory', 'gd_trajectory', 'heavy_ball_trajectory']
+__all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'flat_loss', 'MicroBatchedLoss', 'gradient',
+           'twice_differentiable', 'grad_and_hvp', 'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients',
+           'heavy_ball_modified_loss', 'heavy_ball_field', 'rk4_step', 'piecewise_trajectory', 'gd_trajectory',
+           'heavy_ball_trajectory']
 
 # %% ../nbs/01_bea.ipynb
 def as_number(name: str, value) -> float:
@@ -79,8 +80,32 @@ def flat_loss(model: torch.nn.Module,  # any module, in the mode (train/eval) wh
     return loss, torch.cat([p.flatten() for p in params])
 
 # %% ../nbs/01_bea.ipynb
+class MicroBatchedLoss:
+    "E(θ) = Σ_k s_k E_k(θ) / Σ_k s_k over parts evaluated one at a time; `gradient` and `grad_and_hvp` accumulate over them."
+    def __init__(self, parts: Callable[[], Iterable[tuple[float, Loss]]]): # called once per pass: yields (size s_k, loss E_k)
+        self.parts = parts
+
+    def weighted_sum(self, fn: Callable[[Loss], Tensor]) -> tuple[Tensor, list[float]]:
+        "Σ_k s_k fn(E_k) / Σ_k s_k, one part at a time, and the sizes s_k."
+        total, sizes = None, []
+        for s, E in self.parts():
+            s = as_number('micro-batch size', s)
+            if not s > 0: raise ValueError(f"a micro-batch must have a positive size, got size {s!r} for part {len(sizes)}")
+            t = fn(E) * s
+            total = t if total is None else total + t
+            sizes.append(s)
+        if total is None: raise ValueError("the data yielded no micro-batches")
+        return total / sum(sizes), sizes
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        return self.weighted_sum(lambda E: E(theta))[0]
+
+    def __repr__(self): return f"MicroBatchedLoss({self.parts!r})"
+
+# %% ../nbs/01_bea.ipynb
 def gradient(loss: Loss, theta: Tensor) -> Tensor:
-    "g = ∇E(θ), by one backward pass."
+    "g = ∇E(θ), by one backward pass (for a `MicroBatchedLoss`, one per part, summed)."
+    if isinstance(loss, MicroBatchedLoss): return loss.weighted_sum(lambda E: gradient(E, theta))[0]
     with torch.enable_grad():
         x = theta.detach().requires_grad_()
         return torch.autograd.grad(loss(x), x)[0]
@@ -94,7 +119,14 @@ def grad_and_hvp(loss: Loss,                       # θ ↦ E(θ)
                  theta: Tensor,                    # point θ, flat
                  direction: Callable[[Tensor], Tensor], # g ↦ v, the vector to multiply by the Hessian
                 ) -> tuple[Tensor, Tensor]:
-    "g = ∇E(θ) and H v(g), by reverse-over-reverse differentiation, without forming H."
+    "g = ∇E(θ) and H v(g), by reverse-over-reverse differentiation, without forming H (a `MicroBatchedLoss`: two passes)."
+    if isinstance(loss, MicroBatchedLoss):
+        g, sizes = loss.weighted_sum(lambda E: gradient(E, theta))
+        v = direction(g)
+        Hv, again = loss.weighted_sum(lambda E: grad_and_hvp(E, theta, lambda _: v)[1])
+        if again != sizes: raise RuntimeError(f"the data yielded other micro-batches on the second pass (sizes {again[:8]} "
+                                              f"against {sizes[:8]}): it must yield the same ones on every pass (no shuffling)")
+        return g, Hv
     with torch.enable_grad(), twice_differentiable():
         x = theta.detach().requires_grad_()
         g, = torch.autograd.grad(loss(x), x, create_graph=True)
