@@ -5,6 +5,7 @@
 # %% ../nbs/02b_minibatch.ipynb 2
 from __future__ import annotations
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -12,10 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .bea import Loss, as_count, as_number, check_field_hyperparameters, gradient
+from .bea import Loss, as_count, as_number, check_field_hyperparameters, gradient, twice_differentiable
 
 # %% auto 0
-__all__ = ['Schedule', 'as_losses', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights',
+__all__ = ['Schedule', 'as_losses', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights', 'cyclic_states',
            'minibatch_moments', 'minibatch_first_order_field', 'minibatch_second_order_field',
            'preconditioned_correction']
 
@@ -28,10 +29,15 @@ def as_losses(loss: Loss | Sequence[Loss]) -> list[Loss]:
     if isinstance(loss, (list, tuple)) and len(loss) > 0 and all(callable(E) for E in loss): return list(loss)
     raise ValueError(f"loss must be a callable θ ↦ E(θ) or a non-empty list or tuple of them, got loss={loss!r}")
 
+@dataclass(frozen=True)
+class _Cyclic:
+    "b(n) = n mod m, as a value (equal for equal m), so that the fields can use its weights' closed form."
+    m: int
+    def __call__(self, n: int) -> int: return n % self.m
+
 def cyclic_schedule(m: int) -> Schedule:
     "b(n) = n mod m: the m batches in a fixed order, over and over."
-    m = as_count('m', m, minimum=1)
-    return lambda n: n % m
+    return _Cyclic(as_count('m', m, minimum=1))
 
 def shuffled_schedule(m: int, seed: int = 0) -> Schedule:
     "Random reshuffling: epoch e = n // m visits the m batches in an order drawn from (seed, e) alone."
@@ -43,12 +49,14 @@ def shuffled_schedule(m: int, seed: int = 0) -> Schedule:
 def schedule_sequence(schedule: Schedule | None, # n ↦ b(n); None for cyclic
                       n: int,                    # the last step
                       m: int,                    # the number of batches
+                      start: int = 0,            # the first step
                      ) -> np.ndarray:
-    "b(0), ..., b(n), checked to be whole numbers in 0..m-1."
-    n, m = as_count('n', n), as_count('m', m, minimum=1)
-    if schedule is None: return np.arange(n + 1, dtype=np.int64) % m
-    seq = [schedule(i) for i in range(n + 1)]
-    for i, b in enumerate(seq):
+    "b(start), ..., b(n), checked to be whole numbers in 0..m-1."
+    n, m, start = as_count('n', n), as_count('m', m, minimum=1), as_count('start', start)
+    if start > n: raise ValueError(f"start must be <= n, got start={start}, n={n}")
+    if schedule is None: return np.arange(start, n + 1, dtype=np.int64) % m
+    seq = [schedule(i) for i in range(start, n + 1)]
+    for i, b in enumerate(seq, start):
         if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)) or not 0 <= b < m:
             raise ValueError(f"schedule must return a batch index in 0..{m - 1}, got schedule({i})={b!r}")
     return np.asarray(seq, dtype=np.int64)
@@ -71,6 +79,14 @@ def _ema(x: np.ndarray, beta: float, block: int = 128) -> np.ndarray:
     return out
 
 # %% ../nbs/02b_minibatch.ipynb
+def _weights_from_states(U: np.ndarray,     # U_i for the steps i, one row each
+                         steps: np.ndarray, # the steps i
+                         n: int, beta: float, bias_correction: bool,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    "W_i = U_i/(1-β^(i+1)) and A_{n,i} = β^(n-i) U_i/(1-β^(n+1)) (without bias correction: no division), for the given rows."
+    W = U / (1 - beta ** (steps + 1))[:, None] if bias_correction else U
+    return W, beta ** (n - steps)[:, None] * U / ((1 - beta ** (n + 1)) if bias_correction else 1.0)
+
 def batch_weights(seq: np.ndarray,               # b(0), ..., b(n)
                   m: int,                        # number of batches
                   beta: float,                   # β (or ρ)
@@ -82,12 +98,59 @@ def batch_weights(seq: np.ndarray,               # b(0), ..., b(n)
     if seq.ndim != 1 or len(seq) == 0 or seq.dtype.kind not in 'iu' or seq.min() < 0 or seq.max() >= m:
         raise ValueError(f"seq must be a non-empty sequence of batch indices in 0..{m - 1}, got seq={seq!r}")
     n = len(seq) - 1
-    onehot = np.zeros((n + 1, m)); onehot[np.arange(n + 1), seq] = 1
-    steps = np.arange(n + 1)
-    W = _ema(onehot, beta)
-    if bias_correction: W = W / (1 - beta ** (steps + 1))[:, None]
-    w = (1 - beta) * beta ** (n - steps) / ((1 - beta ** (n + 1)) if bias_correction else 1)   # w_{n,n-j}, j = 0..n
-    return W, np.cumsum(onehot * w[:, None], axis=0)[:n]
+    W, A = _weights_from_states(_ema(np.eye(m)[seq], beta), np.arange(n + 1), n, beta, bias_correction)
+    return W, A[:n]
+
+# %% ../nbs/02b_minibatch.ipynb
+def cyclic_states(steps: np.ndarray, # the steps i
+                  m: int,            # number of batches
+                  beta: float,       # β (or ρ)
+                 ) -> np.ndarray:
+    "U_i of the cyclic schedule b(i) = i mod m in closed form, one row per step: (1-β)β^d (1-β^(mq))/(1-β^m)."
+    steps = np.asarray(steps, dtype=np.int64)[:, None]
+    d = (steps - np.arange(m)) % m                       # steps since batch b was last used, at or before step i
+    q = np.where(d <= steps, (steps - d) // m + 1, 0)    # how many times it was used in steps 0..i
+    return (1 - beta) * beta ** d * (1 - beta ** (m * q)) / (1 - beta ** m)
+
+# %% ../nbs/02b_minibatch.ipynb
+def _memory_length(c: float, tol: float) -> int:
+    "The number of steps k after which c^k < tol: ⌈log tol / log c⌉ (0 for c = 0)."
+    return math.ceil(math.log(tol) / math.log(c)) if c > 0 else 0
+
+def _merge(W, W2, A, A2, decimals: int = 15) -> tuple:
+    "Past steps whose (W_i, W'_i) agree to `decimals` places merged into one row (the first's weights), their A and A' summed."
+    if len(W) == 0: return W, W2, A, A2
+    _, first, group = np.unique(np.concatenate([W, W2], 1).round(decimals), axis=0, return_index=True, return_inverse=True)
+    add = lambda a: np.stack([np.bincount(group.ravel(), a[:, b], len(first)) for b in range(a.shape[1])], 1)
+    return W[first], W2[first], add(A), add(A2)
+
+def _cyclic_window(n: int, m: int, beta: float, rho: float, start: int, bias_correction: bool) -> tuple:
+    "`_window_weights` of b(i) = i mod m in closed form: the steps i ≥ T, whose weights are periodic to rounding, merged by phase."
+    T = _memory_length(max(beta, rho), 2.0 ** -54)         # from step T on, β^(i+1), ρ^(i+1) < 2^-54: U_i, W_i periodic in i mod m
+    transient, s = np.arange(start, min(n, T)), max(start, T)
+    last = n - 1 - (n - 1 - np.arange(m)) % m              # the last step i < n of each phase r (i ≡ r mod m)
+    count = np.where(last >= s, (last - s) // m + 1, 0)   # the steps of phase r in s..n-1
+    r = np.flatnonzero(count)
+    out = []
+    for c in (beta, rho):
+        Wn, _ = _weights_from_states(cyclic_states([n], m, c), np.array([n]), n, c, bias_correction)
+        Wt, At = _weights_from_states(cyclic_states(transient, m, c), transient, n, c, bias_correction)
+        U = (1 - c) * c ** ((r[:, None] - np.arange(m)) % m) / (1 - c ** m)     # the periodic U of phase r
+        geometric = c ** (n - last[r]) * (1 - c ** (m * count[r])) / (1 - c ** m) # Σ c^(n-i) over the phase's steps
+        As = U * geometric[:, None] / ((1 - c ** (n + 1)) if bias_correction else 1.0)
+        out.append((Wn[0], np.concatenate([Wt, U]), np.concatenate([At, As])))
+    (Wn, W, A), (W2n, W2, A2) = out
+    return Wn, W2n, W, W2, A, A2
+
+def _window_weights(n: int, m: int, beta: float, rho: float, schedule, bias_correction: bool) -> tuple:
+    "W_n, W'_n and the rows (W_i, W'_i, A_{n,i}, A'_{n,i}) of the past steps i < n that weigh more than 1e-17, equal rows merged."
+    K = _memory_length(max(beta, rho), 1e-17)
+    start = max(0, n - K)                                  # steps before `start` weigh < 1e-17 in step n's averages
+    if schedule is None or schedule == _Cyclic(m): return _cyclic_window(n, m, beta, rho, start, bias_correction)
+    first = max(0, start - K)                              # and steps before `first` weigh < 1e-17 in U_start
+    seq, steps, past = schedule_sequence(schedule, n, m, start=first), np.arange(first, n + 1), slice(start - first, n - first)
+    (W, A), (W2, A2) = (_weights_from_states(_ema(np.eye(m)[seq], c), steps, n, c, bias_correction) for c in (beta, rho))
+    return (W[-1], W2[-1], *_merge(W[past], W2[past], A[past], A2[past]))
 
 # %% ../nbs/02b_minibatch.ipynb
 def _check_minibatch(n, beta, rho, eps, h=0.0) -> tuple:
@@ -100,20 +163,15 @@ def _check_minibatch(n, beta, rho, eps, h=0.0) -> tuple:
             raise ValueError(f"{name} must be a number for batch losses (per-coordinate {name} needs a single loss), got {name}={v!r}")
     return as_count('n', n), beta, rho, eps, h
 
-@lru_cache(maxsize=8)
-def _both_weights(seq: bytes, m: int, beta: float, rho: float, bias_correction: bool):
-    "`batch_weights` for β and for ρ, cached: an RK4 step asks four times for the same step's weights."
-    seq = np.frombuffer(seq, dtype=np.int64)
-    return batch_weights(seq, m, beta, bias_correction), batch_weights(seq, m, rho, bias_correction)
+_cached_window_weights = lru_cache(maxsize=8)(_window_weights)  # an RK4 step asks four times for the same step's weights
 
 def _weights(losses, n, beta, rho, schedule, bias_correction, G):
-    "W_n, W'_n and the history rows (W_i, W'_i, A_{n,i}, A'_{n,i}) that weigh more than rounding, as tensors like G."
-    seq = schedule_sequence(schedule, n, len(losses))
-    (W, A), (W2, A2) = _both_weights(seq.tobytes(), len(losses), beta, rho, bias_correction)
-    c = max(beta, rho)
-    start = max(0, n - math.ceil(math.log(1e-17) / math.log(c))) if c > 0 else n  # older rows weigh < 1e-17
-    t = lambda a: torch.as_tensor(a, dtype=G.dtype, device=G.device)
-    return t(W[n]), t(W2[n]), t(W[start:n]), t(W2[start:n]), t(A[start:n]), t(A2[start:n])
+    "W_n, W'_n and the merged history rows (W_i, W'_i, A_{n,i}, A'_{n,i}) as tensors like G."
+    args = (n, len(losses), beta, rho, schedule, bias_correction)
+    try: hash(schedule)
+    except TypeError: weights = _window_weights(*args)     # a schedule that cannot be a cache key
+    else: weights = _cached_window_weights(*args)
+    return tuple(torch.as_tensor(a, dtype=G.dtype, device=G.device) for a in weights)
 
 # %% ../nbs/02b_minibatch.ipynb
 def minibatch_moments(losses: Sequence[Loss], # E_0, ..., E_{m-1}
@@ -165,7 +223,7 @@ def minibatch_second_order_field(losses: Sequence[Loss], # E_0, ..., E_{m-1}
     "SPEC §3b's f̃_n = f_n + h[Σ_b H_b Y_b / S_n - M_n ⊙ Σ_b g_b ⊙ H_b Y'_b / S_n³]; m gradients and 2m HVPs."
     losses = as_losses(losses)
     n, beta, rho, eps, h = _check_minibatch(n, beta, rho, eps, h)
-    with torch.enable_grad():
+    with torch.enable_grad(), twice_differentiable():   # attention kernels with a double backward
         x = theta.detach().requires_grad_()
         gs = [torch.autograd.grad(E(x), x, create_graph=True)[0] for E in losses]
         G = torch.stack([g.detach() for g in gs])

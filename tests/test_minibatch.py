@@ -201,3 +201,52 @@ def test_small_eps_cyclic_correction_is_not_a_gradient_field():
           f"circulation, r = 1e-3: 4 batches {circ_mini:.4e} (from J: {predicted:.4e}), full batch {circ_full:.1e}")
     assert full < 1e-6 and min(phases) > 0.05
     assert math.isclose(circ_mini, predicted, rel_tol=1e-2) and abs(circ_full) < 1e-5 * abs(circ_mini)
+
+# ------------------------------------------------------------------------------------------------ issue 23 item 6: any step n
+
+def _reference_second_order_field(losses, theta, *, h, beta, rho, eps, n, schedule=None, bias_correction=True):
+    """The mini-batch field as it was before issue 23 (commit 4d4ff9b), kept as the reference: the weights of all n + 1 steps from
+    the recursion, the history summed row by row over the last K steps."""
+    seq = schedule_sequence(schedule, n, len(losses))
+    m = len(losses)
+    def weights(c):
+        onehot = np.zeros((n + 1, m)); onehot[np.arange(n + 1), seq] = 1
+        steps = np.arange(n + 1)
+        W = minibatch._ema(onehot, c)
+        if bias_correction: W = W / (1 - c ** (steps + 1))[:, None]
+        w = (1 - c) * c ** (n - steps) / ((1 - c ** (n + 1)) if bias_correction else 1)
+        return W, np.cumsum(onehot * w[:, None], axis=0)[:n]
+    (W, A), (W2, A2) = weights(beta), weights(rho)
+    c = max(beta, rho)
+    start = max(0, n - math.ceil(math.log(1e-17) / math.log(c))) if c > 0 else n
+    with torch.enable_grad():
+        x = theta.detach().requires_grad_()
+        gs = [torch.autograd.grad(E(x), x, create_graph=True)[0] for E in losses]
+        G = torch.stack([g.detach() for g in gs])
+        t = lambda a: torch.as_tensor(a, dtype=G.dtype)
+        Wn, W2n = t(W[n]), t(W2[n])
+        M, S = Wn @ G, (W2n @ G.square() + eps).sqrt()
+        f = M / S
+        F = (t(W[start:n]) @ G) / (t(W2[start:n]) @ G.square() + eps).sqrt()     # f_i, row by row
+        X, X2 = t(A[start:n]).T @ F, t(A2[start:n]).T @ F
+        HY = minibatch._hvp_sum(gs, x, X + Wn[:, None] / 2 * f)
+        gHY2 = sum(G[b] * minibatch._hvp_sum([g], x, [X2[b] + W2n[b] / 2 * f]) for b, g in enumerate(gs))
+    return f + h * (HY / S - M * gHY2 / S**3)
+
+@pytest.mark.parametrize("beta,rho,schedule,bias_correction", [(0.5, 0.8, 'cyclic', True), (0.9, 0.95, 'cyclic', True),
+                         (0.9, 0.95, 'shuffled', True), (0.5, 0.8, 'cyclic', False), (0.0, 0.8, 'shuffled', False),
+                         (0.5, 0.8, 'cyclic_lambda', True)])
+def test_field_at_any_step_equals_the_previous_implementation(beta, rho, schedule, bias_correction):
+    "The windowed, merged weights (cyclic: closed form) give the same field as before, at steps before, within and after the window."
+    losses = batches(3)
+    sched = dict(cyclic=None, shuffled=shuffled_schedule(3, seed=2), cyclic_lambda=lambda i: i % 3)[schedule]
+    kw = dict(h=0.05, beta=beta, rho=rho, eps=1e-3, schedule=sched, bias_correction=bias_correction)
+    for n in (0, 1, 7, 150, 400, 1700, 2500):
+        got, ref = minibatch_second_order_field(losses, THETA, n=n, **kw), _reference_second_order_field(losses, THETA, n=n, **kw)
+        assert torch.allclose(got, ref, rtol=1e-11, atol=1e-13), (n, (got - ref).abs().max())
+
+def test_cyclic_history_is_one_row_per_phase_for_large_n():
+    "Once the weights are periodic to rounding (n ≥ T + K), the cyclic field sums m history rows, whatever n is."
+    for n in (10**5, 10**7):
+        Wn, W2n, W, W2, A, A2 = minibatch._window_weights(n, 4, 0.9, 0.999, None, True)
+        assert W.shape == (4, 4) and np.allclose(A.sum(), 0.9 / 0.1, rtol=1e-12) and np.allclose(A2.sum(), 0.999 / 0.001, rtol=1e-9)
