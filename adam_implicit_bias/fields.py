@@ -21,11 +21,11 @@ from .minibatch import (Schedule, as_losses, batch_weights, cyclic_schedule, min
 # %% auto 0
 __all__ = ['perturbed_one_norm', 'perturbed_sign', 'memory_coefficients', 'penalty_coefficient', 'first_order_field',
            'second_order_field', 'Regime', 'eps_ratio', 'classify_regime', 'penalty_F', 'adam_trajectory',
-           'modified_ode_trajectory', 'ImplicitBiasReport', 'implicit_bias_report', 'GradientNorms', 'gradient_norms',
-           'log_gradient_norms', 'Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory',
-           'gd_modified_loss', 'gd_field', 'gd_trajectory', 'heavy_ball_coefficients', 'heavy_ball_field',
-           'heavy_ball_modified_loss', 'heavy_ball_trajectory', 'check_field_hyperparameters', 'Schedule',
-           'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights', 'minibatch_moments']
+           'modified_ode_trajectory', 'GradientNorms', 'gradient_norms', 'Loss', 'flat_loss', 'gradient',
+           'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
+           'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory',
+           'check_field_hyperparameters', 'Schedule', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence',
+           'batch_weights', 'minibatch_moments']
 
 # %% ../nbs/02_adam_ode.ipynb
 _all_ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
@@ -200,29 +200,6 @@ def modified_ode_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch 
     return piecewise_trajectory(field, theta0, h=h, steps=steps, substeps=substeps, progress=progress)
 
 # %% ../nbs/02_adam_ode.ipynb
-class ImplicitBiasReport(NamedTuple):
-    "What Adam's implicit bias does to a model at its current parameters (see `implicit_bias_report`)."
-    regime: Regime                     # Remark 3.2 for the configuration, with the shares of the model's gradient components
-    loss: float                        # E(θ) on the batch
-    perturbed_one_norm: float          # ‖∇E(θ)‖_{1,ε}
-    correction_relative: float         # ‖f̃ - f‖ / ‖f‖: the second-order correction against the first-order field f = g/R
-    correction_relative_median: float  # the median over components of |f̃_j - f_j| / |f_j|
-    expansion_valid: bool              # whether that median is below `validity`: the modified equation describes Adam
-
-def implicit_bias_report(model: torch.nn.Module, loss_fn, batch: tuple, *, h: float, beta: float, rho: float, eps: float,
-                         n: int | None = None,    # step index for the memory coefficients; None for the long-run limit
-                         validity: float = 1.0,   # the largest median relative correction for which the expansion is trusted
-                        ) -> ImplicitBiasReport:
-    "Remark 3.2 for a model at its current parameters: regime, coefficient, and the relative size of Adam's correction term."
-    loss, theta = flat_loss(model, loss_fn, batch)
-    f2 = second_order_field(loss, theta, h=h, beta=beta, rho=rho, eps=eps, n=n)
-    g = gradient(loss, theta)
-    f1 = perturbed_sign(g, eps)
-    median = ((f2 - f1).abs() / f1.abs().clamp_min(1e-30)).median().item()
-    return ImplicitBiasReport(classify_regime(h, beta, rho, eps, grad=g), loss(theta).item(), perturbed_one_norm(g, eps).item(),
-                              ((f2 - f1).norm() / f1.norm()).item(), median, median < validity)
-
-# %% ../nbs/02_adam_ode.ipynb
 class GradientNorms(NamedTuple):
     "The norms of a gradient that the theory is about, and the share of its components where the one-norm term acts."
     perturbed_one_norm: float  # ‖g‖_{1,ε} = Σ_j √(g_j² + ε)
@@ -239,13 +216,3 @@ def gradient_norms(grad,                  # a gradient tensor, or parameters who
     g = g.detach().double().flatten()
     return GradientNorms(perturbed_one_norm(g, eps).item(), g.abs().sum().item(), g.norm().item(),
                          (eps_ratio(g, eps) < small).double().mean().item())
-
-def log_gradient_norms(optimizer: torch.optim.Optimizer,
-                       eps: float | None = None, # ε of the perturbed norm; default: the first group's `eps`
-                      ) -> list[GradientNorms]:
-    "Register a step pre-hook on `optimizer`; returns the list that receives `gradient_norms` before every step."
-    log, eps = [], eps if eps is not None else optimizer.param_groups[0]['eps']
-    def hook(opt, args, kwargs):
-        log.append(gradient_norms([p for g in opt.param_groups for p in g['params']], eps))
-    optimizer.register_step_pre_hook(hook)
-    return log

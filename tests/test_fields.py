@@ -187,7 +187,8 @@ def test_numpy_scalars_and_0d_tensors_are_numbers():
 def test_flat_loss_and_report_leave_batchnorm_buffers_alone():
     "Issue 13 item 4: evaluating the loss, its derivatives and an ODE must not touch the model's running statistics."
     import copy
-    from adam_implicit_bias.fields import flat_loss, gradient, implicit_bias_report
+    from adam_implicit_bias.fields import flat_loss, gradient
+    from adam_implicit_bias.report import implicit_bias_report
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).train()
     batch = torch.randn(16, 3), torch.randint(0, 2, (16,))

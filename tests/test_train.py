@@ -272,7 +272,7 @@ def test_the_penalty_is_in_the_config_hash_and_follows_the_theory():
 
 def test_the_penalty_runs_through_attention(float64_default):
     "Fused attention kernels have no double backward: the penalty's Hessian-vector products must still work for the ViT."
-    from adam_implicit_bias.fields import implicit_bias_report
+    from adam_implicit_bias.report import implicit_bias_report
     torch.manual_seed(0)
     model = make_model('vit', patch=8, dim=16, depth=1, heads=2, mlp=32)
     x, y = _tiny_data(n=8)
