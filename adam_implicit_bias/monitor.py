@@ -27,20 +27,19 @@ def group_norms(grads: list[Tensor],   # the gradients of one parameter group, a
                 eps_inside: bool = True, # where the group puts ε: g² is compared with ε inside, |g| outside
                 small: float = 0.1,    # the small-ε regime: ε/R² below this (ε/(|g| + ε) with ε outside), as in `classify_regime`
                ) -> Tensor:
-    "`NORMS` of a group's gradients, as one float64 tensor: per-tensor fused reductions, no copy of the whole gradient, no sync."
+    "`NORMS` of a group's gradients, as one float64 tensor: a few reductions per tensor, no copy of the whole gradient, no sync."
     if not grads: return torch.full((len(NORMS),), math.nan, dtype=torch.float64)
-    numel, acc = sum(g.numel() for g in grads), lambda ts: torch.stack(ts).double()
-    a = torch._foreach_abs(grads)
-    one, two = acc(torch._foreach_norm(a, 1)).sum(), acc(torch._foreach_norm(a, 2)).norm()
-    above = eps * (1 / small - 1)                           # ε/(g² + ε) < small ⟺ g² > ε(1/small − 1); outside: |g| > that
-    above = math.sqrt(above) if eps_inside else above
-    live = acc([torch.count_nonzero(t) for t in a]).sum()
-    large = acc([torch.count_nonzero(t > above) for t in a]).sum()
-    if eps_inside:                                          # ‖g‖_{1,ε} = Σ √(g² + ε), in place on the copies
-        torch._foreach_mul_(a, a); torch._foreach_add_(a, eps); torch._foreach_sqrt_(a)
-        perturbed = acc(torch._foreach_norm(a, 1)).sum()
-    else: perturbed = one.new_tensor(math.nan)             # ε outside: its perturbed norm comes with issue 22 (SPEC §3c)
-    return torch.stack([perturbed, one, two, large / live, 1 - live / numel])
+    sums = torch.zeros(5, dtype=torch.float64, device=grads[0].device)  # Σ√(g² + ε), Σ|g|, Σg², live, in the small-ε regime
+    for g in grads:
+        a = g.detach().abs().flatten()
+        if eps_inside:   # R = √(g² + ε) in one kernel; ε/R² < small ⟺ R > √(ε/small)
+            R = torch.hypot(a, a.new_tensor(math.sqrt(eps)))
+            parts = [R.sum(), a.sum(), torch.dot(a, a), torch.count_nonzero(a), torch.count_nonzero(R > math.sqrt(eps / small))]
+        else:            # ε/(|g| + ε) < small ⟺ |g| > ε(1/small − 1); the perturbed norm of this placement comes with issue 22
+            parts = [a.new_tensor(math.nan), a.sum(), torch.dot(a, a), torch.count_nonzero(a), torch.count_nonzero(a > eps * (1 / small - 1))]
+        sums += torch.stack([p.double() for p in parts])
+    numel = sum(g.numel() for g in grads)
+    return torch.stack([sums[0], sums[1], sums[2].sqrt(), sums[4] / sums[3], 1 - sums[3] / numel])
 
 # %% ../nbs/15b_monitor.ipynb
 REPORT_COLUMNS = ('loss', 'perturbed_one_norm', 'correction_relative', 'expansion_valid', 'c_n', 'c_inf', 'dead_share',
