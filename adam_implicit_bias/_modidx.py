@@ -659,4 +659,6 @@ d = { 'settings': { 'branch': 'main',
                                           'adam_implicit_bias.train.start_run': ('train.html#start_run', 'adam_implicit_bias/train.py'),
                                           'adam_implicit_bias.train.tf32_mode': ('train.html#tf32_mode', 'adam_implicit_bias/train.py'),
                                           'adam_implicit_bias.train.train_epoch': ('train.html#train_epoch', 'adam_implicit_bias/train.py'),
-                                          'adam_implicit_bias.train.train_run': ('train.html#train_run', 'adam_implicit_bias/train.py')}}}
+                                          'adam_implicit_bias.train.train_run': ('train.html#train_run', 'adam_implicit_bias/train.py')},
+            'adam_implicit_bias.your_model': { 'adam_implicit_bias.your_model.plot_monitor': ( 'your_model.html#plot_monitor',
+                                                                                               'adam_implicit_bias/your_model.py')}}}

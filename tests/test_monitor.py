@@ -8,6 +8,15 @@ from adam_implicit_bias.monitor import NORMS, ImplicitBiasMonitor, group_norms
 
 transformers = pytest.importorskip('transformers')
 transformers.logging.set_verbosity_error()
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    "These models are tiny: on a shared machine one thread runs them several times faster than two; restored afterwards."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 from test_report import text_batch, tiny_bert  # noqa: E402
 
 
