@@ -211,10 +211,21 @@ def history_is_complete(hist, config: RunConfig) -> bool:
     except (TypeError, KeyError): return False
 
 # %% ../nbs/10_train.ipynb
+def _optim_state(opt: torch.optim.Optimizer) -> dict:
+    "`opt.state_dict()` without the callables of its groups (a penalty schedule): plain data that `weights_only` loads."
+    state = opt.state_dict()
+    return {**state, 'param_groups': [{k: v for k, v in g.items() if not callable(v)} for g in state['param_groups']]}
+
+def _with_callables(state: dict, opt: torch.optim.Optimizer) -> dict:
+    "A saved `_optim_state` with the callables of `opt`'s groups (derived from the config) put back."
+    if len(state['param_groups']) != len(opt.param_groups): raise ValueError("its optimizer has another number of parameter groups")
+    groups = [{**{k: v for k, v in g.items() if callable(v)}, **s} for g, s in zip(opt.param_groups, state['param_groups'])]
+    return {**state, 'param_groups': groups}
+
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, hist: dict) -> None:
     "Write the state needed to resume after `hist['epochs_done']` epochs, with its SHA-256 beside it."
     buf = io.BytesIO()
-    torch.save(dict(model=plain_module(model).state_dict(), optim=opt.state_dict(), history=hist, rng=torch.get_rng_state()), buf)
+    torch.save(dict(model=plain_module(model).state_dict(), optim=_optim_state(opt), history=hist, rng=torch.get_rng_state()), buf)
     write_checked(path, buf.getvalue())
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, config: RunConfig) -> dict | None:
@@ -224,7 +235,8 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, co
         state = torch.load(io.BytesIO(data), map_location=config.device, weights_only=True)
         hist = state['history']
         if hist['hash'] != config_hash(config): raise ValueError(f"it belongs to run {hist['hash']}")
-        plain_module(model).load_state_dict(state['model']); opt.load_state_dict(state['optim']); torch.set_rng_state(state['rng'].cpu())
+        plain_module(model).load_state_dict(state['model']); opt.load_state_dict(_with_callables(state['optim'], opt))
+        torch.set_rng_state(state['rng'].cpu())
         return hist
     except Exception as e:
         warnings.warn(f"ignoring checkpoint {path} ({type(e).__name__}: {e}); starting the run from scratch")

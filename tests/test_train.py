@@ -280,3 +280,18 @@ def test_the_penalty_runs_through_attention(float64_default):
     hv = T.full_batch_hvps(model, x, y, [p.grad for p in model.parameters()], chunk=4)
     assert all(torch.isfinite(h).all() for h in hv) and any(h.abs().sum() > 0 for h in hv)
     assert implicit_bias_report(model, F.cross_entropy, (x, y), h=1e-3, beta=0.9, rho=0.999, eps=1e-8).loss > 0
+
+
+# ---------------------------------------------------------------- issue 24: faults found by hostile probing
+
+@needs_cifar
+def test_fault_a_penalty_rho_run_resumes_from_its_checkpoint(tmp_path):
+    "Issue 24, item 1: the optimizer state of a penalty_rho run held a functools.partial, which torch.load(weights_only=True) "
+    "refused: the run warned and restarted at epoch 0."
+    config = replace(TINY, epochs=5, ckpt_every=2, penalty='decoupled', penalty_rho=0.9)
+    full = T.train_run(config, tmp_path/'a', progress=False)
+    T.train_run(config, tmp_path/'b', progress=False, stop_at=3)        # killed at epoch 3; last checkpoint at 2
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                  # a warning would mean the run started from scratch
+        resumed = T.train_run(config, tmp_path/'b', progress=False)
+    assert resumed['finished'] and {k: resumed[k] for k in T.epoch_keys(config)} == {k: full[k] for k in T.epoch_keys(config)}
