@@ -1,5 +1,5 @@
 "The full-batch trainer: chunked gradients, resume, verified caches and checkpoints, divergence, failed runs, parallel and submitit sweeps, bitwise reproducibility."
-import json, math, os, subprocess, sys, warnings
+import json, math, os, subprocess, sys, time, warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -295,3 +295,48 @@ def test_fault_a_penalty_rho_run_resumes_from_its_checkpoint(tmp_path):
         warnings.simplefilter('error')                                  # a warning would mean the run started from scratch
         resumed = T.train_run(config, tmp_path/'b', progress=False)
     assert resumed['finished'] and {k: resumed[k] for k in T.epoch_keys(config)} == {k: full[k] for k in T.epoch_keys(config)}
+
+
+KILLED_WHILE_SAVING = """
+import json, os, sys, time
+from pathlib import Path
+from adam_implicit_bias import train as T
+config, results, when = T.RunConfig(**json.loads(sys.argv[1])), Path(sys.argv[2]), sys.argv[3]
+real_replace, real_fsync, saved = os.replace, os.fsync, []
+def wait_for_the_kill(): (results/'paused').touch(); time.sleep(120)
+def replace(src, dst):
+    real_replace(src, dst)
+    if Path(dst).name == 'checkpoint.pt': saved.append(dst)
+def fsync(fd):
+    real_fsync(fd)
+    name = os.path.basename(os.readlink(f'/proc/self/fd/{fd}'))
+    if when == 'writing_the_data' and name.startswith('.checkpoint.pt.') and '.sha256' not in name and len(saved) == 1:
+        wait_for_the_kill()   # the second checkpoint's bytes are half written
+    if when == 'writing_the_digest' and name.startswith('.checkpoint.pt.sha256.') and len(saved) == 2:
+        wait_for_the_kill()   # the second checkpoint is in place, its digest is being written
+os.replace, os.fsync = replace, fsync
+T.train_run(config, results, progress=False)
+"""
+
+
+@needs_cifar
+@pytest.mark.skipif(not Path('/proc/self/fd').is_dir(), reason='finds the file being written through /proc')
+@pytest.mark.parametrize('when', ['writing_the_data', 'writing_the_digest'])
+def test_fault_kill_9_while_a_checkpoint_is_written_keeps_a_checkpoint(tmp_path, when):
+    "Issue 24, item 2: kill -9 between writing checkpoint.pt and its .sha256 discarded the only checkpoint (25 epochs lost in a "
+    "probe), and a kill while writing left a .checkpoint.pt.sha256.*.tmp behind for good."
+    from dataclasses import asdict
+    full = T.train_run(TINY, tmp_path/'a', progress=False)
+    results = tmp_path/'b'; results.mkdir()
+    p = subprocess.Popen([sys.executable, '-c', KILLED_WHILE_SAVING, json.dumps(asdict(TINY)), str(results), when],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if (results/'paused').exists() or p.poll() is not None: break
+        time.sleep(0.1)
+    p.kill(); out, err = p.communicate(timeout=30)
+    assert (results/'paused').exists(), err                             # it was killed where it was meant to be
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                  # resumed from a checkpoint, not from scratch
+        resumed = T.train_run(TINY, results, progress=False)
+    assert metrics(resumed) == metrics(full)
+    assert not [f.name for f in T.run_dir(TINY, results).iterdir() if f.name.endswith('.tmp')]   # no temporary file left
