@@ -17,9 +17,9 @@ from .scales import SCALES, check_scale
 
 # %% auto 0
 __all__ = ['NOTEBOOKS', 'MANIFEST_KEYS', 'Notebook', 'figure_ids', 'parse_ids', 'select', 'notebooks_dir', 'NotebookFailed',
-           'read_parameters', 'run_notebook', 'environment', 'gather_numbers', 'write_manifest', 'writable_folder',
-           'summary', 'run_one', 'reproduce', 'check_png', 'check_pdf', 'check_numbers', 'check_table1',
-           'table1_contract', 'check_file', 'check_run', 'read_manifest', 'check', 'parser', 'main']
+           'read_parameters', 'unlink_links', 'run_notebook', 'environment', 'gather_numbers', 'write_manifest',
+           'writable_folder', 'summary', 'run_one', 'reproduce', 'check_png', 'check_pdf', 'check_numbers',
+           'check_table1', 'table1_contract', 'check_file', 'check_run', 'read_manifest', 'check', 'parser', 'main']
 
 # %% ../nbs/12_reproduce.ipynb
 class Notebook(NamedTuple):
@@ -95,6 +95,11 @@ def _quiet_kernel_manager(log: Path):
             with open(log, 'ab') as f: return await super().start_kernel(**{'stderr': f, **kw})
     return QuietKernelManager
 
+def unlink_links(paths: list[Path]) -> None:
+    "Remove each of `paths` that is a symbolic link, so that what is written there next is a new file, not the link's target."
+    for p in paths:
+        if p.is_symlink(): p.unlink()
+
 def _failure(e, cells, nb_path: Path, executed: Path) -> NotebookFailed:
     "The `NotebookFailed` for papermill's error `e`: the notebook, the cell as a reader counts it, and the error."
     i = _cell_number(cells, e.source)
@@ -104,19 +109,20 @@ def _failure(e, cells, nb_path: Path, executed: Path) -> NotebookFailed:
 
 # %% ../nbs/12_reproduce.ipynb
 def run_notebook(nb_path: str | Path,      # the notebook to run
-                 executed: str | Path,     # where to write the executed copy
+                 executed: str | Path,     # where to write the executed copy (a symbolic link there is replaced, not followed)
                  parameters: dict,         # papermill parameters; those the notebook does not declare are left out
                  *, progress: bool = True, # a progress bar over the notebook's cells
                 ) -> Path:
     "Run `nb_path` with papermill and its parameters; return the executed copy's path, or raise `NotebookFailed`."
     import papermill as pm
-    nb_path, executed = Path(nb_path).resolve(), Path(executed).resolve()
+    nb_path, executed = Path(nb_path).resolve(), Path(executed).parent.resolve()/Path(executed).name
     cells, declared = read_parameters(nb_path)
     executed.parent.mkdir(parents=True, exist_ok=True)
+    log = executed.with_suffix('.kernel.log')
+    unlink_links([executed, log])
     try:
         pm.execute_notebook(nb_path, executed, parameters={k: v for k, v in parameters.items() if k in declared},
-                            cwd=nb_path.parent, kernel_name='python3',
-                            kernel_manager_class=_quiet_kernel_manager(executed.with_suffix('.kernel.log')),
+                            cwd=nb_path.parent, kernel_name='python3', kernel_manager_class=_quiet_kernel_manager(log),
                             progress_bar=dict(desc=nb_path.name, leave=False) if progress else False)
     except pm.PapermillExecutionError as e: raise _failure(e, cells, nb_path, executed) from None
     except Exception as e: # the kernel died, or could not start, ...
@@ -194,6 +200,7 @@ def run_one(nb: Notebook,          # a registered notebook
     "Run `nb` and check that it (re)wrote its files; the record: status, scale, figures, files and their SHA-256, wall time, error."
     out, names = Path(parameters['out_dir']), [f for fs in nb.figures.values() for f in fs]
     started, t0, error = time.time() - 1, time.perf_counter(), None # (file times may be rounded down)
+    unlink_links([out/f for f in names])
     try:
         run_notebook(nbs/nb.name, executed/nb.name, parameters, progress=progress)
         if stale := [f for f in names if not (out/f).is_file() or (out/f).stat().st_mtime < started]:

@@ -379,3 +379,24 @@ def test_experiment_notebooks_take_the_parameters(name):
     params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
     assert len(params) == 1, f"{name}: {len(params)} cells tagged `parameters`"
     for p in ('scale', 'out_dir', 'results'): assert f'{p} =' in params[0].source, f"{name}: the parameters cell does not set {p}"
+
+
+# ---------------------------------------------------------------- issue 24: faults found by hostile probing
+
+def hashes(folder: Path) -> dict:
+    "SHA-256 of every file under `folder`, by relative path."
+    return {str(p.relative_to(folder)): R.sha256(p) for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_fault_a_symlink_in_out_does_not_write_outside_it(ran, tmp_path):
+    "Issue 24, item 3: `ln -s /elsewhere/victim.png OUT/fig1.png` made reproduce overwrite the victim (savefig follows links)."
+    elsewhere, out, executed = tmp_path/'elsewhere', tmp_path/'out', tmp_path/'executed'
+    for d in (elsewhere, out, executed): d.mkdir()
+    links = {out/'figG.png': 'victim.png', out/'figG.pdf': 'victim.pdf', out/'figG.json': 'victim.json',
+             out/'MANIFEST.json': 'manifest.json', executed/'good.ipynb': 'victim.ipynb', executed/'good.kernel.log': 'victim.log'}
+    for link, victim in links.items(): (elsewhere/victim).write_text(f'{victim}: not to be touched'); link.symlink_to(elsewhere/victim)
+    before = hashes(elsewhere)
+    runs = R.reproduce('cpu', out=out, executed=executed, nbs=ran['dir'], notebooks=ran['reg'][:1], progress=False)
+    assert runs['good.ipynb']['status'] == 'ok', runs
+    assert hashes(elsewhere) == before                                   # nothing outside --out and --executed changed
+    assert not any(link.is_symlink() for link in links) and R.check(out, notebooks=ran['reg'][:1]) == []
