@@ -400,3 +400,98 @@ def test_fault_a_symlink_in_out_does_not_write_outside_it(ran, tmp_path):
     assert runs['good.ipynb']['status'] == 'ok', runs
     assert hashes(elsewhere) == before                                   # nothing outside --out and --executed changed
     assert not any(link.is_symlink() for link in links) and R.check(out, notebooks=ran['reg'][:1]) == []
+
+
+def draws(nb_path, executed, parameters, progress=True):
+    "Stands for `run_notebook`: the notebook named `figZ.ipynb` draws figure figZ into out_dir, in this process."
+    from adam_implicit_bias.plots import save_figure, save_numbers
+    name = Path(nb_path).stem
+    fig, ax = plt.subplots(); ax.plot([0, 1, 2], [0, 1, 4])
+    save_figure(fig, name, parameters['out_dir'], scale=parameters['scale'])
+    save_numbers(name, {'slope': 2.0}, parameters['out_dir'], scale=parameters['scale'])
+    return executed
+
+
+def fake_git(commit, dirty='', diff=''):
+    "Stands for `reproduce._git` in a checkout at `commit` with `dirty` (porcelain status) and `diff` uncommitted."
+    def git(*args):
+        return {'rev-parse': commit, 'status': dirty, 'diff': diff}.get(args[0])
+    return git
+
+
+DRAWN = (R.Notebook('figA.ipynb', {'figA': R._fig('figA')}), R.Notebook('figB.ipynb', {'figB': R._fig('figB')}))
+
+
+def test_fault_each_notebook_records_the_source_it_was_made_from(tmp_path, monkeypatch, capsys):
+    "Issue 24, item 4: figA made with an edited scales.py, then (reverted) figB into the same folder: MANIFEST said "
+    "git_dirty false with one commit, and check passed."
+    monkeypatch.setattr(R, 'run_notebook', draws)
+    run = lambda only: R.reproduce('ci', only=only, out=tmp_path/'out', executed=tmp_path/'ex', nbs=tmp_path, notebooks=DRAWN,
+                                   progress=False)
+    monkeypatch.setattr(R, '_git', fake_git('a' * 40, ' M adam_implicit_bias/scales.py', '-x = 1\n+x = 2\n')); run('figA')
+    monkeypatch.setattr(R, '_git', fake_git('a' * 40)); run('figB')
+    m = read_json(tmp_path/'out'/'MANIFEST.json')
+    a, b = m['notebooks']['figA.ipynb'], m['notebooks']['figB.ipynb']
+    assert (a['git_commit'], a['git_dirty'], b['git_commit'], b['git_dirty']) == ('a' * 40, True, 'a' * 40, False)
+    assert a['git_diff_sha256'] and b['git_diff_sha256'] is None
+    assert m['git_dirty'] is True and m['mixed_sources'] == ['git_dirty', 'git_diff_sha256']   # the top level claims no single state
+    problems = R.check(tmp_path/'out', notebooks=DRAWN)
+    assert len(problems) == 1 and problems[0].startswith('MANIFEST.json: made from different sources: figA.ipynb from aaaaaaaaaa '
+                                                          '(with uncommitted changes'), problems
+    assert R.check(tmp_path/'out', only='figB', notebooks=DRAWN) == []   # each figure alone is sound
+    # made at two commits: the top level names neither
+    monkeypatch.setattr(R, '_git', fake_git('b' * 40)); run('figA')
+    m = read_json(tmp_path/'out'/'MANIFEST.json')
+    assert m['git_commit'] is None and m['git_dirty'] is False and m['mixed_sources'] == ['git_commit']
+    assert R.check(tmp_path/'out', notebooks=DRAWN)[0].startswith('MANIFEST.json: made from different sources: figA.ipynb from bbbb')
+    # one source with uncommitted changes: sound, but `adam-ib check` says so
+    monkeypatch.setattr(R, '_git', fake_git('b' * 40, ' M nbs/06_toy.ipynb', '+y')); run('figA,figB')
+    assert R.main(['check', str(tmp_path/'out')], DRAWN) == 0
+    assert 'note: made from uncommitted changes to the sources at bbbbbbbbbb: figA.ipynb, figB.ipynb' in capsys.readouterr().out
+
+
+def test_fault_check_verifies_the_manifests_numbers(sound):
+    "Issue 24, item 5: an edited numbers.figX in MANIFEST.json still passed as sound and unchanged."
+    manifest_edit(sound/'MANIFEST.json', lambda m: m['numbers']['figX'].update(scale='cpu'))
+    manifest_edit(sound/'MANIFEST.json', lambda m: m['numbers'].pop('table1'))
+    manifest_edit(sound/'MANIFEST.json', lambda m: m['numbers'].update(fig9={'scale': 'ci'}))
+    assert sorted(check(sound)) == ["MANIFEST.json: numbers.fig9 belongs to no notebook's files",
+                                    'MANIFEST.json: numbers.figX differ from figX.json', 'MANIFEST.json: numbers.table1 is missing']
+
+
+def test_fault_json_of_another_scale_or_notebook_is_not_folded_into_the_manifest(sound):
+    "Issue 24, item 5: leftover JSONs of another scale (or of no notebook) were folded into a manifest's numbers."
+    (sound/'fig4.json').write_text(json.dumps({'figure': 'fig4', 'scale': 'paper'}))   # left over from another run
+    (sound/'notes.json').write_text(json.dumps({'scale': 'ci'}))
+    m = read_json(sound/'MANIFEST.json')
+    R.write_manifest(sound, 'ci', m['notebooks'], R.environment())
+    assert sorted(read_json(sound/'MANIFEST.json')['numbers']) == ['figX', 'table1'] and check(sound) == []
+
+
+@pytest.mark.parametrize('forget', ['one digest', 'files null'])
+def test_fault_a_file_without_a_digest_fails_check(sound, forget):
+    "Issue 24, item 6: with files['figX.png'] deleted (or files null) a valid PNG copied over figX.png passed."
+    edit = (lambda m: m['notebooks']['x.ipynb']['files'].pop('figX.png')) if forget == 'one digest' else \
+           (lambda m: m['notebooks']['x.ipynb'].update(files=None))
+    manifest_edit(sound/'MANIFEST.json', edit)
+    (sound/'figX.png').write_bytes(png_bytes((400, 300)))
+    problems = check(sound)
+    assert 'figX.png: no SHA-256 in the manifest: cannot tell whether it is the file that `reproduce` wrote' in problems, problems
+    if forget == 'files null': assert len(problems) == len([f for fs in REG[0].figures.values() for f in fs]), problems
+
+
+@pytest.mark.parametrize('kind', ['folder', 'fifo'])
+def test_fault_a_manifest_that_is_a_folder_or_a_fifo_is_reported(sound, kind, capsys):
+    "Issue 24, item 16: a MANIFEST.json that is a folder gave a traceback; one that is a FIFO hung `check`."
+    import threading
+    (sound/'MANIFEST.json').unlink()
+    if kind == 'folder': (sound/'MANIFEST.json').mkdir()
+    else: os.mkfifo(sound/'MANIFEST.json')
+    out = {}
+    t = threading.Thread(target=lambda: out.update(status=R.main(['check', str(sound)], REG)), daemon=True)
+    t.start(); t.join(timeout=20)
+    if t.is_alive(): # hung on the FIFO: open its other end so that the thread can finish
+        with open(sound/'MANIFEST.json', 'w'): pass
+        t.join(timeout=5)
+        pytest.fail('check hung on a FIFO')
+    assert out == {'status': 1} and 'MANIFEST.json: not a regular file' in capsys.readouterr().err
