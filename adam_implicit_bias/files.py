@@ -13,7 +13,7 @@ except ImportError: fcntl = None   # (Windows) no advisory locks: stray temporar
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'locked_temporary', 'clean_temporaries', 'atomic_write_bytes', 'atomic_write_json', 'read_json',
            'sha256', 'json_hash', 'write_checked', 'read_checked', 'write_checked_json', 'read_checked_json',
-           'repo_dir', 'data_dir', 'results_dir']
+           'repo_dir', 'data_dir', 'make_folder', 'results_dir']
 
 # %% ../nbs/03_files.ipynb
 _UMASK = os.umask(0); os.umask(_UMASK)
@@ -161,8 +161,22 @@ def data_dir(path: str | Path | None = None) -> Path:
     if (repo := repo_dir()) is not None and (repo.parent/'shared'/'data').is_dir(): return repo.parent/'shared'/'data'
     return Path('~/.cache/adam_implicit_bias/data').expanduser()
 
+def make_folder(path: str | Path, # the folder, created with its parents if need be
+                what: str,        # what it is for, for the message
+               ) -> Path:
+    "`path`, a folder; a `NotADirectoryError` naming it and `what` it is for if it, or a folder above it, is a file."
+    path = Path(path)
+    try: path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in (path, *path.parents) if p.exists() and not p.is_dir())
+        raise NotADirectoryError(f"{what} {path} " + ('is a file, not a folder' if blocker == path else
+                                                      f"cannot be made: {blocker} is a file, not a folder")) from None
+    return path
+
 def results_dir(path: str | Path | None = None) -> Path:
-    "The folder for run results and caches (created on demand)."
-    p = Path(path or os.environ.get('ADAM_IB_RESULTS') or 'results').expanduser()
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    "The folder for run results and caches (created on demand): `path`, `ADAM_IB_RESULTS`, `./results`, never inside the package."
+    if not (path := path or os.environ.get('ADAM_IB_RESULTS')):
+        path = 'results'
+        if (Path.cwd().resolve()/path).is_relative_to(PACKAGE_DIR):   # papermill runs an installed notebook in the package
+            path = Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()/'adam_implicit_bias'/'results'
+    return make_folder(Path(path).expanduser(), 'the results folder')

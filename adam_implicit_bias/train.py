@@ -15,7 +15,8 @@ from torch import nn, Tensor
 from tqdm.auto import tqdm
 
 from .optim import Adam, check_hyperparameters
-from .files import json_hash, write_checked, read_checked, write_checked_json, read_checked_json, results_dir
+from .files import (json_hash, write_checked, read_checked, write_checked_json, read_checked_json, results_dir,
+                                      make_folder)
 from .runs import Failure, RunsFailed, default_dtype, default_jobs, run_parallel, torch_threads, torch_build
 from .data import load_cifar10
 from .models import MODELS, make_model, has_batchnorm, ghost_batchnorm
@@ -352,7 +353,8 @@ class Run:
 
 def start_run(config: RunConfig, results: str | Path | None = None, jobs: int = 1) -> Run:
     "Set up `config`'s run: folder, data, model, optimizer; resumed from its checkpoint if a verified one is there."
-    folder, data, model = run_dir(config, results), run_data(config), init_model(config)
+    folder = make_folder(run_dir(config, results), f"the folder of {describe(config)}")   # before any work
+    data, model = run_data(config), init_model(config)
     write_checked_json(folder/'config.json', config_dict(config))
     hyper = dict(lr=config.h, betas=(config.beta, config.rho), eps=config.eps, eps_inside=config.eps_inside)
     opt = (PenalizedAdam(model.parameters(), penalty=penalty_schedule_of(config), **hyper) if config.penalty == 'decoupled'

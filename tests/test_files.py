@@ -80,3 +80,12 @@ def test_fault_stray_temporary_files_are_removed_but_not_a_live_writers(tmp_path
     F.write_checked(tmp_path/'checkpoint.pt', b'state 2')                  # its writer is gone now
     assert not live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['checkpoint.pt', 'checkpoint.pt.sha256', young_legacy.name])
+
+
+def test_fault_a_results_folder_that_is_a_file_is_named(tmp_path):
+    "Issue 24, item 21: a results folder replaced by a file gave a raw FileExistsError."
+    (tmp_path/'results').write_text('not a folder')
+    with pytest.raises(NotADirectoryError, match=f"the results folder {tmp_path/'results'} is a file, not a folder"):
+        F.results_dir(tmp_path/'results')
+    with pytest.raises(NotADirectoryError, match=f"cannot write .*: {tmp_path/'results'} is a file, not a folder"):
+        F.write_checked_json(tmp_path/'results'/'run'/'history.json', {})

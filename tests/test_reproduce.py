@@ -346,7 +346,9 @@ def installed(tmp_path_factory):
 
 def test_fault_reproduce_after_pip_install_finds_its_notebooks(installed, tmp_path):
     "Issue 13, fault 8: after `pip install .`, `adam-ib reproduce` could not find the notebooks."
-    env = {**os.environ, 'PYTHONPATH': str(installed/'site'), 'ADAM_IB_DATA': str(data_dir()), 'MPLBACKEND': 'Agg'}
+    env = {**os.environ, 'PYTHONPATH': str(installed/'site'), 'ADAM_IB_DATA': str(data_dir()), 'MPLBACKEND': 'Agg',
+           'PYTHONDONTWRITEBYTECODE': '1', 'XDG_CACHE_HOME': str(tmp_path/'cache')}
+    before = hashes(installed/'site')
     run = lambda *args: subprocess.run([sys.executable, '-c', 'import sys; from adam_implicit_bias.reproduce import main; '
                                         'sys.exit(main(sys.argv[1:]))', *args], cwd=tmp_path, env=env, capture_output=True, text=True)
     where = subprocess.run([sys.executable, '-c', 'import adam_implicit_bias.reproduce as R; print(R.notebooks_dir())'],
@@ -358,6 +360,7 @@ def test_fault_reproduce_after_pip_install_finds_its_notebooks(installed, tmp_pa
     assert m['source'].startswith('installed package') and m['git_commit'] is None
     assert m['notebooks']['06_toy.ipynb']['notebook_sha256'] == R.sha256(REPO/'nbs'/'06_toy.ipynb')
     assert run('check', 'figs', '--only', 'fig1').returncode == 0
+    assert hashes(installed/'site') == before                             # issue 24, item 7: nothing written inside the package
 
 
 # ---------------------------------------------------------------- the real registry
@@ -495,3 +498,30 @@ def test_fault_a_manifest_that_is_a_folder_or_a_fifo_is_reported(sound, kind, ca
         t.join(timeout=5)
         pytest.fail('check hung on a FIFO')
     assert out == {'status': 1} and 'MANIFEST.json: not a regular file' in capsys.readouterr().err
+
+
+CACHES = """from adam_implicit_bias.files import results_dir, write_checked_json
+write_checked_json(results_dir(results)/'closeness'/'point.json', {'error': 0.5})   # what 08_closeness does with results=None
+""" + DRAW.replace('NAME', "'figC'")
+
+REPRODUCE_INSTALLED = """import sys
+from adam_implicit_bias import reproduce as R
+sys.exit(R.main(['reproduce', '--out', 'figs', '--executed', 'ex'], (R.Notebook('zz_caches.ipynb', {'figC': R._fig('figC')}),)))
+"""
+
+
+def test_fault_an_installed_package_writes_no_results_inside_itself(installed, tmp_path):
+    "Issue 24, item 7: after `pip install --target T .`, `adam-ib reproduce --only fig3` without --results wrote its caches to "
+    "T/adam_implicit_bias/nbs/results/ (papermill runs a notebook in its own folder, and results defaulted to ./results)."
+    nbs = installed/'site'/'adam_implicit_bias'/'nbs'
+    write_nb(nbs/'zz_caches.ipynb', CACHES)                               # a notebook of the installed package that caches
+    try:
+        before = hashes(installed/'site')
+        env = {**os.environ, 'PYTHONPATH': str(installed/'site'), 'ADAM_IB_DATA': str(data_dir()), 'MPLBACKEND': 'Agg',
+               'XDG_CACHE_HOME': str(tmp_path/'cache'), 'PYTHONDONTWRITEBYTECODE': '1'}
+        env.pop('ADAM_IB_RESULTS', None)
+        r = subprocess.run([sys.executable, '-c', REPRODUCE_INSTALLED], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert hashes(installed/'site') == before                          # nothing written inside the installed package
+        assert (tmp_path/'cache'/'adam_implicit_bias'/'results'/'closeness'/'point.json').is_file()   # but in the user's cache
+    finally: (nbs/'zz_caches.ipynb').unlink()

@@ -340,3 +340,12 @@ def test_fault_kill_9_while_a_checkpoint_is_written_keeps_a_checkpoint(tmp_path,
         resumed = T.train_run(TINY, results, progress=False)
     assert metrics(resumed) == metrics(full)
     assert not [f.name for f in T.run_dir(TINY, results).iterdir() if f.name.endswith('.tmp')]   # no temporary file left
+
+
+def test_fault_a_run_folder_that_is_a_file_is_named_before_the_run_starts(tmp_path, monkeypatch):
+    "Issue 24, item 21: a run folder replaced by a file gave a raw FileExistsError."
+    (tmp_path/T.config_hash(TINY)).write_text('not a folder')
+    monkeypatch.setattr(T, 'run_data', lambda c: pytest.fail('loaded the data before checking the folder'))
+    with pytest.raises(NotADirectoryError, match=f"the folder of {T.describe(TINY).replace('(', '.').replace(')', '.')} "
+                                                 f".* is a file, not a folder"):
+        T.train_run(TINY, tmp_path, progress=False)
