@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
@@ -25,13 +26,13 @@ from .penalty import PenalizedAdam, hessian_vector_products, theory_penalty
 from .bea import twice_differentiable
 
 # %% auto 0
-__all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'EPOCH_KEYS', 'TEST_KEYS', 'PENALTY_KEYS', 'RunConfig', 'check_config',
-           'check_penalty', 'config_dict', 'config_hash', 'describe', 'tf32_mode', 'autocast', 'full_batch_gradient',
-           'epoch_norms', 'evaluate', 'epoch_keys', 'new_history', 'history_is_complete', 'save_checkpoint',
-           'load_checkpoint', 'compile_problem', 'compute_options', 'plain_module', 'compute_settings',
-           'penalty_schedule_of', 'frozen_buffers', 'full_batch_hvps', 'penalty_ratio', 'init_model', 'run_data',
-           'run_dir', 'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'penalty_terms',
-           'penalized_step', 'train_run', 'run_sweep']
+__all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'INT_FIELDS', 'FLOAT_FIELDS', 'EPOCH_KEYS', 'TEST_KEYS',
+           'PENALTY_KEYS', 'RunConfig', 'normalize_config', 'check_hyper', 'check_config', 'check_penalty',
+           'config_dict', 'config_hash', 'describe', 'tf32_mode', 'autocast', 'full_batch_gradient', 'epoch_norms',
+           'evaluate', 'epoch_keys', 'new_history', 'history_is_complete', 'save_checkpoint', 'load_checkpoint',
+           'compile_problem', 'compute_options', 'plain_module', 'compute_settings', 'penalty_schedule_of',
+           'frozen_buffers', 'full_batch_hvps', 'penalty_ratio', 'init_model', 'run_data', 'run_dir', 'cached_history',
+           'Run', 'start_run', 'save_run', 'train_epoch', 'penalty_terms', 'penalized_step', 'train_run', 'run_sweep']
 
 # %% ../nbs/10_train.ipynb
 TRAINER_VERSION = 5  # 3: threads in the config; verified histories and checkpoints; the small-ε share; fields' norm names
@@ -69,26 +70,66 @@ class RunConfig:
     penalty_lambda: float | None = None           # its coefficient λ, constant ...
     penalty_rho: float | None = None              # ... or the theory's λ_n = h(c_n(β, penalty_rho) − c_n(β, ρ))
 
-    def __post_init__(self): check_config(self)
+    def __post_init__(self): normalize_config(self); check_config(self)
 
 # %% ../nbs/10_train.ipynb
 PRECISIONS = ('fp32', 'tf32', 'bf16')
 CONV_MODELS = ('resnet50', 'cnn')  # the models `channels_last` applies to
+INT_FIELDS = ('seed', 'data_seed', 'epochs', 'chunk', 'eval_every', 'ckpt_every', 'threads', 'n_train', 'n_test', 'compute_chunk')
+FLOAT_FIELDS = ('h', 'beta', 'rho', 'eps', 'penalty_lambda', 'penalty_rho')
 
-def _positive_int(name, v, optional=False):
+def _plain(v):
+    "A numpy scalar or a real 0-d tensor as the Python int or float it holds; anything else as it is."
+    if isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_complex() and v.dtype != torch.bool: return v.item()
+    return int(v) if isinstance(v, np.integer) else float(v) if isinstance(v, np.floating) else v
+
+def normalize_config(c: RunConfig) -> None:
+    "Make the numbers of `c` Python's own, in place: numpy scalars and 0-d tensors of `INT_FIELDS` and `FLOAT_FIELDS`."
+    for name in INT_FIELDS + FLOAT_FIELDS: setattr(c, name, _plain(getattr(c, name)))
+
+def _integer(name, v, least=None, optional=False):
     if optional and v is None: return
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1{' or None' if optional else ''}, got {name}={v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or (least is not None and v < least):
+        raise ValueError(f"{name} must be an integer{f' >= {least}' if least is not None else ''}{' or None' if optional else ''}, "
+                         f"got {name}={v!r}")
+
+def _real(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {name}={v!r}")
+
+def check_hyper(c: RunConfig) -> None:
+    "The step size h, β, ρ and ε, named as the paper names them (the optimizer calls h `lr`)."
+    for name in ('h', 'beta', 'rho', 'eps'): _real(name, getattr(c, name))
+    if c.h < 0: raise ValueError(f"h (the step size) must be >= 0, got h={c.h!r}")
+    for name, what in (('beta', 'the gradient momentum β'), ('rho', 'the squared-gradient momentum ρ')):
+        if not 0 <= getattr(c, name) < 1: raise ValueError(f"{name} ({what}) must lie in [0, 1), got {name}={getattr(c, name)!r}")
+    if c.eps <= 0: raise ValueError(f"eps (ε) must be > 0, got eps={c.eps!r}")
+    check_hyperparameters(c.h, c.beta, c.rho, c.eps)   # and whatever else the optimizer requires
+
+# %% ../nbs/10_train.ipynb
+def _is_device(d) -> bool:
+    "Whether `d` is a string that names a torch device (whether or not this machine has it)."
+    try: return isinstance(d, str) and bool(torch.device(d).type)
+    except (RuntimeError, ValueError): return False
 
 def check_config(c: RunConfig) -> None:
-    "Raise `ValueError` naming the first field of `c` that is out of range."
-    if c.model not in MODELS: raise ValueError(f"model must be one of {', '.join(MODELS)}, got model={c.model!r}")
-    check_hyperparameters(c.h, c.beta, c.rho, c.eps)
-    for name in ('epochs', 'chunk', 'eval_every', 'ckpt_every', 'threads'): _positive_int(name, getattr(c, name))
-    for name in ('n_train', 'n_test', 'compute_chunk'): _positive_int(name, getattr(c, name), optional=True)
+    "Raise `ValueError` naming the first field of `c` that is out of range or of the wrong type."
+    if not isinstance(c.model, str) or c.model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got model={c.model!r}")
+    if not isinstance(c.knobs, dict) or not all(isinstance(k, str) for k in c.knobs):
+        raise ValueError(f"knobs must be a dict of keyword arguments for the model builder, got knobs={c.knobs!r}")
+    try: json.dumps(c.knobs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"knobs must hold JSON data (numbers, strings, lists, dicts): {e}, got knobs={c.knobs!r}") from None
+    check_hyper(c)
+    _integer('seed', c.seed); _integer('data_seed', c.data_seed, least=0)
+    for name in ('epochs', 'chunk', 'eval_every', 'ckpt_every', 'threads'): _integer(name, getattr(c, name), least=1)
+    for name in ('n_train', 'n_test', 'compute_chunk'): _integer(name, getattr(c, name), least=1, optional=True)
     if c.dtype not in ('float32', 'float64'): raise ValueError(f"dtype must be 'float32' or 'float64', got dtype={c.dtype!r}")
     for name in ('eps_inside', 'download', 'channels_last', 'compile'):
         if not isinstance(getattr(c, name), bool): raise ValueError(f"{name} must be True or False, got {name}={getattr(c, name)!r}")
+    if not _is_device(c.device):
+        raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda', 'cuda:1'), got device={c.device!r}")
     if c.precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got precision={c.precision!r}")
     if c.precision != 'fp32' and c.dtype != 'float32':
         raise ValueError(f"precision={c.precision!r} needs dtype='float32', got dtype={c.dtype!r}")
@@ -105,9 +146,12 @@ def check_penalty(c: RunConfig) -> None:
     if (c.penalty is None) != (not given) or len(given) > 1:
         raise ValueError(f"a penalty needs its mode and exactly one of penalty_lambda and penalty_rho, got penalty={c.penalty!r}, "
                          f"penalty_lambda={c.penalty_lambda!r}, penalty_rho={c.penalty_rho!r}")
-    if c.penalty_lambda is not None and not (isinstance(c.penalty_lambda, (int, float)) and math.isfinite(c.penalty_lambda)):
+    if c.penalty_lambda is not None and (isinstance(c.penalty_lambda, bool) or not isinstance(c.penalty_lambda, (int, float))
+                                         or not math.isfinite(c.penalty_lambda)):
         raise ValueError(f"penalty_lambda must be a finite number, got penalty_lambda={c.penalty_lambda!r}")
-    if c.penalty_rho is not None: check_hyperparameters(c.h, c.beta, c.penalty_rho, c.eps)
+    if c.penalty_rho is not None:
+        _real('penalty_rho', c.penalty_rho)
+        if not 0 <= c.penalty_rho < 1: raise ValueError(f"penalty_rho must lie in [0, 1), got penalty_rho={c.penalty_rho!r}")
 
 # %% ../nbs/10_train.ipynb
 def config_dict(config: RunConfig) -> dict:

@@ -1,5 +1,5 @@
 "The full-batch trainer: chunked gradients, resume, verified caches and checkpoints, divergence, failed runs, parallel and submitit sweeps, bitwise reproducibility."
-import json, math, os, subprocess, sys, time, warnings
+import json, math, os, re, subprocess, sys, time, warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -349,3 +349,44 @@ def test_fault_a_run_folder_that_is_a_file_is_named_before_the_run_starts(tmp_pa
     with pytest.raises(NotADirectoryError, match=f"the folder of {T.describe(TINY).replace('(', '.').replace(')', '.')} "
                                                  f".* is a file, not a folder"):
         T.train_run(TINY, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize('name, value', [('seed', 1.5), ('seed', 1.0), ('seed', '1'), ('data_seed', 'a'), ('data_seed', -1),
+                                         ('data_seed', 0.5), ('epochs', 10.0), ('chunk', 2.5), ('n_train', 100.5),
+                                         ('threads', True), ('compute_chunk', 1.5)])
+def test_fault_a_non_integer_in_an_integer_field_is_refused(name, value):
+    "Issue 24, item 8: seed=1.5 was accepted, ran as seed 1, and was cached as a separate run."
+    with pytest.raises(ValueError, match=rf"^{name} must be an integer.*, got {name}={re.escape(repr(value))}$"):
+        replace(TINY, **{name: value})
+
+
+def test_fault_numpy_and_tensor_numbers_are_normalized():
+    "Issue 24, items 8 and 17: numpy integers, numpy floats and 0-d tensors became fields that JSON (so the config hash) refused."
+    import numpy as np
+    c = replace(TINY, seed=np.int64(1), epochs=np.int32(7), h=np.float64(1e-3), beta=torch.tensor(0.99, dtype=torch.float64),
+                eps=np.float32(1e-8))
+    assert (type(c.seed), type(c.epochs), type(c.h), type(c.beta), type(c.eps)) == (int, int, float, float, float)
+    assert T.config_hash(replace(c, eps=1e-8)) == T.config_hash(replace(TINY, seed=1))       # the same run as the plain values
+    assert c.eps == float(np.float32(1e-8)) and json.loads(json.dumps(T.config_dict(c)))['eps'] == c.eps
+    assert T.config_hash(replace(TINY, h=torch.tensor(1e-3, dtype=torch.float64))) == T.config_hash(TINY)
+    assert replace(TINY, penalty='decoupled', penalty_lambda=torch.tensor(-0.5)).penalty_lambda == -0.5
+    assert T.config_dict(TINY) == T.config_dict(replace(TINY))                                  # valid input unchanged
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('data_seed', 'a', "data_seed must be an integer >= 0, got data_seed='a'"),
+    ('knobs', [1, 2], 'knobs must be a dict of keyword arguments for the model builder, got knobs=[1, 2]'),
+    ('knobs', {1: 2}, 'knobs must be a dict of keyword arguments for the model builder, got knobs={1: 2}'),
+    ('knobs', {'act': torch.nn.ReLU}, "knobs must hold JSON data (numbers, strings, lists, dicts)"),
+    ('device', 'gpu', "device must name a torch device (e.g. 'cpu', 'cuda', 'cuda:1'), got device='gpu'"),
+    ('device', 0, "device must name a torch device (e.g. 'cpu', 'cuda', 'cuda:1'), got device=0"),
+    ('h', -1e-3, 'h (the step size) must be >= 0, got h=-0.001'),
+    ('h', 'big', "h must be a finite real number, got h='big'"),
+    ('penalty_rho', 1.5, 'penalty_rho must lie in [0, 1), got penalty_rho=1.5'),
+])
+def test_fault_a_bad_field_is_refused_by_name(name, value, message):
+    "Issue 24, items 18 and 22: data_seed='a', knobs=[1, 2] and device='gpu' were accepted, then failed deep inside numpy or "
+    "torch; errors about h called it lr, and about penalty_rho called it rho."
+    extra = dict(penalty='decoupled') if name == 'penalty_rho' else {}
+    with pytest.raises(ValueError) as e: replace(TINY, **extra, **{name: value})
+    assert str(e.value).startswith(message) and 'lr' not in str(e.value).replace('float', ''), str(e.value)
