@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_reproduce.ipynb 2
 from __future__ import annotations
-import argparse, hashlib, json, os, platform, re, signal, subprocess, sys, tempfile, time
+import argparse, hashlib, json, logging, os, platform, re, signal, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -12,7 +12,7 @@ from typing import NamedTuple
 from tqdm.auto import tqdm
 
 from .files import atomic_write_json, read_json, sha256, repo_dir, PACKAGE_DIR
-from .runs import default_jobs, torch_build
+from .runs import Terminated, default_jobs, sigterm_as_interrupt, torch_build
 from .scales import SCALES, check_scale
 
 # %% auto 0
@@ -264,11 +264,16 @@ def reproduce(scale: str = 'ci',                # one of `SCALES`
                   jobs=jobs, keep_going=keep_going)
     env, runs = environment(jobs), {}
     try:
-        for nb in tqdm(todo, desc=f'reproduce at scale {scale}', unit='notebook', disable=not progress):
-            runs[nb.name] = dict(status='interrupted', scale=scale, figures=list(nb.figures), files={}, wall_s=None,
-                                 error=f"{nb.name}: interrupted") # until it returns
-            runs[nb.name] = run_one(nb, params, executed=executed, nbs=nbs, progress=progress)
-            write_manifest(out, scale, runs, env)
+        with sigterm_as_interrupt():   # SIGTERM (from `timeout`, say) unwinds as Ctrl-C does: the kernel and its workers stop
+            for nb in tqdm(todo, desc=f'reproduce at scale {scale}', unit='notebook', disable=not progress):
+                runs[nb.name] = dict(status='interrupted', scale=scale, figures=list(nb.figures), files={}, wall_s=None,
+                                     error=f"{nb.name}: interrupted") # until it returns
+                runs[nb.name] = run_one(nb, params, executed=executed, nbs=nbs, progress=progress)
+                write_manifest(out, scale, runs, env)
+    except Terminated:
+        for r in runs.values():
+            if r['status'] == 'interrupted': r['error'] += ' by SIGTERM'
+        raise
     finally: # after an interruption too
         write_manifest(out, scale, runs, env)
         if progress: print(summary(runs) + f"\n\nfigures: {out}\nmanifest: {out/'MANIFEST.json'}")
@@ -465,7 +470,11 @@ def parser(notebooks=NOTEBOOKS) -> argparse.ArgumentParser:
 def _reproduce_cli(a, notebooks) -> int:
     try: runs = reproduce(a.scale, a.only, a.out, a.executed, a.results, a.nbs, notebooks, jobs=a.jobs, keep_going=a.keep_going)
     except ValueError as e: print(f"adam-ib reproduce: {e}", file=sys.stderr); return 2
-    except KeyboardInterrupt: print('interrupted: the manifest records what finished', file=sys.stderr); return 130
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM (`Terminated`)
+        logging.getLogger('asyncio').setLevel(logging.CRITICAL)   # not the interrupted cell's traceback again, at exit
+        print(f"{'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}: the manifest records what finished",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return int(any(r['status'] != 'ok' for r in runs.values()))
 
 def _check_cli(a, notebooks) -> int:
