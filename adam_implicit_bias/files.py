@@ -142,9 +142,13 @@ def write_checked_json(path: str | Path, obj) -> Path:
     return write_checked(path, _json_bytes(obj))
 
 def read_checked_json(path: str | Path):
-    "The JSON in `path` if it passes `read_checked`, else None."
-    data = read_checked(path)
-    return None if data is None else json.loads(data)
+    "The JSON in `path` if it passes `read_checked` and parses, else None (with a warning naming it if it does not parse)."
+    if (data := read_checked(path)) is None: return None
+    try: return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        warnings.warn(f"{path} matches its SHA-256 but is not JSON ({type(e).__name__}: {e}): ignoring it, the result will be "
+                      f"recomputed", stacklevel=2)
+        return None
 
 # %% ../nbs/03_files.ipynb
 PACKAGE_DIR = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd().parent/'adam_implicit_bias'

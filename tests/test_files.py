@@ -89,3 +89,15 @@ def test_fault_a_results_folder_that_is_a_file_is_named(tmp_path):
         F.results_dir(tmp_path/'results')
     with pytest.raises(NotADirectoryError, match=f"cannot write .*: {tmp_path/'results'} is a file, not a folder"):
         F.write_checked_json(tmp_path/'results'/'run'/'history.json', {})
+
+
+@pytest.mark.parametrize('data', [b'{"loss": [1.0, 0.', b'\xff\xfe not text'])
+def test_fault_a_checked_file_that_is_not_json_is_treated_as_corrupt(tmp_path, data):
+    "Issue 24, item 14: a history or cache whose bytes match its sidecar but are not JSON raised a bare JSONDecodeError."
+    from adam_implicit_bias import train as T
+    config = T.RunConfig(epochs=2)
+    path = F.write_checked(T.run_dir(config, tmp_path)/'history.json', data)
+    with pytest.warns(UserWarning, match=f"{path} matches its SHA-256 but is not JSON"):
+        assert F.read_checked_json(path) is None
+    with pytest.warns(UserWarning, match='history.json matches its SHA-256 but is not JSON'):
+        assert T.cached_history(config, tmp_path) is None                 # so the run is recomputed, not a crash
