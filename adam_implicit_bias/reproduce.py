@@ -18,10 +18,10 @@ from .scales import SCALES, check_scale
 # %% auto 0
 __all__ = ['NOTEBOOKS', 'SOURCES', 'PROVENANCE_KEYS', 'MANIFEST_KEYS', 'Notebook', 'figure_ids', 'parse_ids', 'select',
            'notebooks_dir', 'NotebookFailed', 'read_parameters', 'unlink_links', 'run_notebook', 'provenance',
-           'environment', 'folder_sources', 'gather_numbers', 'write_manifest', 'writable_folder', 'summary', 'run_one',
-           'reproduce', 'check_png', 'check_pdf', 'check_numbers', 'check_table1', 'table1_contract', 'check_file',
-           'check_run', 'read_manifest', 'check_sources', 'check_manifest_numbers', 'source_notes', 'check', 'parser',
-           'main']
+           'environment', 'folder_sources', 'gather_numbers', 'write_manifest', 'folder_problem', 'writable_folder',
+           'summary', 'run_one', 'reproduce', 'check_png', 'check_pdf', 'check_numbers', 'check_table1',
+           'table1_contract', 'check_file', 'check_run', 'read_manifest', 'check_sources', 'check_manifest_numbers',
+           'source_notes', 'check', 'parser', 'main']
 
 # %% ../nbs/12_reproduce.ipynb
 class Notebook(NamedTuple):
@@ -198,12 +198,22 @@ def write_manifest(out_dir: str | Path, # the figures folder
                                         numbers=gather_numbers(out_dir, scale, notebooks)))
 
 # %% ../nbs/12_reproduce.ipynb
+def folder_problem(path: str | Path, # a folder to create (with its parents) or reuse
+                   what: str,        # what it is for, for the message
+                  ) -> str | None:
+    "Why `path` cannot be used as a folder, found without creating anything; None if it can."
+    path = Path(path).expanduser().resolve()
+    if path.exists(): return None if path.is_dir() else f"{what} {path} is a file, not a folder"
+    above = next(p for p in path.parents if p.exists())
+    if not above.is_dir(): return f"{what} {path} cannot be made: {above} is a file, not a folder"
+    return None if os.access(above, os.W_OK | os.X_OK) else f"{what} {path} cannot be written ({above} is read-only)"
+
 def writable_folder(path: str | Path, # a folder to create (with its parents) or reuse
                     what: str,        # what it is for, for the message
                    ) -> Path:
     "`path`, resolved and created; a `ValueError` saying why if it is a file or cannot be written."
+    if why := folder_problem(path, what): raise ValueError(why)
     path = Path(path).expanduser().resolve()
-    if path.exists() and not path.is_dir(): raise ValueError(f"{what} {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
@@ -213,10 +223,11 @@ def writable_folder(path: str | Path, # a folder to create (with its parents) or
 # %% ../nbs/12_reproduce.ipynb
 def summary(runs: dict) -> str:
     "A table of the notebooks run (status, wall time, files written), a total, then each error in full."
-    rows = [f"{'notebook':<28}{'status':<13}{'wall':>9}  outputs"]
+    w = max([28] + [len(name) + 2 for name in runs])   # the notebook column, wide enough for the longest name
+    rows = [f"{'notebook':<{w}}{'status':<13}{'wall':>9}  outputs"]
     for name, r in runs.items():
         out = f"{len(r['files'])} files ({', '.join(r['figures'])})" if r['status'] == 'ok' else 'none: see below'
-        rows.append(f"{name:<28}{r['status']:<13}{r['wall_s'] or 0:>8.1f}s  {out}")
+        rows.append(f"{name:<{w}}{r['status']:<13}{r['wall_s'] or 0:>8.1f}s  {out}")
     ok = sum(r['status'] == 'ok' for r in runs.values())
     total = sum(r['wall_s'] or 0 for r in runs.values())
     rows.append(f"{len(runs)} notebook(s): {ok} ok, {len(runs) - ok} not; {total:.1f}s in all")
@@ -249,7 +260,7 @@ def reproduce(scale: str = 'ci',                # one of `SCALES`
               only: str | list | None = None,    # figure ids (see `figure_ids`); None for all
               out: str | Path = 'figures',       # the folder for figures, tables and `MANIFEST.json`
               executed: str | Path = 'executed', # the folder for the executed notebooks
-              results: str | Path | None = None, # the results folder passed to the notebooks; None: their default
+              results: str | Path | None = None, # the results folder for the notebooks; None: `files.results_dir()`'s
               nbs: str | Path | None = None,     # the notebooks folder; None: `notebooks_dir()`
               notebooks=NOTEBOOKS,               # the registry
               progress: bool = True,             # progress bars and the closing summary
@@ -259,9 +270,11 @@ def reproduce(scale: str = 'ci',                # one of `SCALES`
     "Run the experiment notebooks for `only` at `scale`; write `out` and its manifest; return the records by notebook."
     check_scale(scale)
     todo, nbs = select(only, notebooks), Path(nbs or notebooks_dir()).resolve()
-    out, executed = writable_folder(out, 'the output folder'), writable_folder(executed, 'the folder for executed notebooks')
-    params = dict(scale=scale, out_dir=str(out), results=results and str(writable_folder(results, 'the results folder')),
-                  jobs=jobs, keep_going=keep_going)
+    folders = [(out, 'the output folder'), (executed, 'the folder for executed notebooks')] + ([(results, 'the results folder')]
+                                                                                             if results else [])
+    if problems := [why for f in folders if (why := folder_problem(*f))]: raise ValueError(problems[0])   # before any is made
+    out, executed, *results = (writable_folder(*f) for f in folders)
+    params = dict(scale=scale, out_dir=str(out), results=str(results[0]) if results else None, jobs=jobs, keep_going=keep_going)
     env, runs = environment(jobs), {}
     try:
         with sigterm_as_interrupt():   # SIGTERM (from `timeout`, say) unwinds as Ctrl-C does: the kernel and its workers stop
@@ -440,7 +453,8 @@ def _arg(parse):
     return f
 
 def _jobs(s: str) -> int:
-    if not s.isdigit() or int(s) < 1: raise ValueError(f"--jobs must be a whole number >= 1, got {s!r}")
+    "`--jobs`: plain ASCII digits ('²' and '٣' are digits to `str.isdigit`, not numbers to type)."
+    if not re.fullmatch('[0-9]+', s) or int(s) < 1: raise ValueError(f"--jobs must be a whole number >= 1, got {s!r}")
     return int(s)
 
 # %% ../nbs/12_reproduce.ipynb
@@ -456,7 +470,8 @@ def parser(notebooks=NOTEBOOKS) -> argparse.ArgumentParser:
     r.add_argument('--only', **ids)
     r.add_argument('--out', default='figures', help='folder for figures, tables and MANIFEST.json (default: figures)')
     r.add_argument('--executed', default='executed', help='folder for the executed notebooks (default: executed)')
-    r.add_argument('--results', default=None, help="results folder for the runs' caches (default: the notebooks' own)")
+    r.add_argument('--results', default=None, help="results folder for the runs' caches (default: ./results where the notebooks "
+                   "run, nbs/results in a checkout; for an installed package, the user's cache, never inside the package)")
     r.add_argument('--nbs', default=None, help=f'folder of the notebooks (default: {notebooks_dir()})')
     r.add_argument('--jobs', default=None, type=_arg(_jobs), help='parallel processes for the runs of a sweep (default: one per core)')
     r.add_argument('--keep-going', action='store_true', help='record failed runs in the figures (and let `check` report them) '

@@ -525,3 +525,31 @@ def test_fault_an_installed_package_writes_no_results_inside_itself(installed, t
         assert hashes(installed/'site') == before                          # nothing written inside the installed package
         assert (tmp_path/'cache'/'adam_implicit_bias'/'results'/'closeness'/'point.json').is_file()   # but in the user's cache
     finally: (nbs/'zz_caches.ipynb').unlink()
+
+
+def test_fault_a_bad_results_folder_is_refused_before_any_folder_is_made(tmp_path, capsys):
+    "Issue 24, item 22: --out and --executed were created before a bad --results was rejected."
+    (tmp_path/'results').write_text('a file')
+    argv = ['reproduce', '--only', 'fig1', '--out', str(tmp_path/'out'), '--executed', str(tmp_path/'ex'), '--results']
+    assert R.main(argv + [str(tmp_path/'results')]) == 2
+    assert f"the results folder {tmp_path/'results'} is a file, not a folder" in capsys.readouterr().err
+    assert R.main(argv + [str(tmp_path/'results'/'sub')]) == 2
+    assert f"{tmp_path/'results'} is a file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['results']       # neither --out nor --executed was made
+
+
+@pytest.mark.parametrize('jobs', ['²', '٣', '1.5', '-2', ''])
+def test_fault_jobs_that_is_not_a_plain_number_is_refused_by_name(jobs, capsys):
+    "Issue 24, item 22: `--jobs ²` printed \"invalid literal for int()\"."
+    with pytest.raises(SystemExit) as e: R.parser().parse_args(['reproduce', '--jobs', jobs])   # parsed only: nothing runs
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--jobs must be a whole number >= 1, got {jobs!r}" in err and 'invalid literal' not in err, err
+
+
+def test_fault_the_summary_separates_a_long_notebook_name_from_its_status():
+    "Issue 24, item 22: the summary printed '08b_minibatch_closeness.ipynbok'."
+    runs = {name: dict(status='ok', wall_s=1.0, files={'a.png': '0'}, figures=['a'], error=None)
+            for name in ('06_toy.ipynb', '08b_minibatch_closeness.ipynb', 'a_notebook_with_a_much_longer_name.ipynb')}
+    rows = R.summary(runs).splitlines()
+    assert [r.split()[:2] for r in rows[1:4]] == [[name, 'ok'] for name in runs]
+    assert len({r.index(' ok ') for r in rows[1:4]}) == 1                  # one column for the status
