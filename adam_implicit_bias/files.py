@@ -88,7 +88,7 @@ def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_bytes(path, _json_bytes(obj))
 
 def read_json(path: str | Path, default=None):
-    "Read JSON from `path`; `default` if it is missing, not a regular file (a folder, a FIFO) or unreadable (a corrupted file counts as missing)."
+    "Read JSON from `path`; `default` if it is missing, not a regular file (a folder, a FIFO: not opened) or not JSON."
     path = Path(path)
     if not path.is_file(): return default
     try: return json.loads(path.read_text())

@@ -358,8 +358,8 @@ def check_file(path: Path,     # an output file
     if not path.is_file() or path.stat().st_size == 0: return [f"{path.name}: missing or empty"]
     if digest is not None and sha256(path) != digest:
         return [f"{path.name}: SHA-256 differs from the manifest's: not the file that `reproduce` wrote (replaced or edited)"]
-    problems = [] if digest is not None or not need_digest else [f"{path.name}: no SHA-256 in the manifest: cannot tell whether it is the file "
-                                              f"that `reproduce` wrote"]
+    unrecorded = f"{path.name}: no SHA-256 in the manifest: cannot tell whether it is the file that `reproduce` wrote"
+    problems = [unrecorded] if digest is None and need_digest else []
     if path.suffix == '.png': return problems + check_png(path)
     if path.suffix == '.pdf': return problems + check_pdf(path)
     if path.suffix == '.json': return problems + check_numbers(path, scale)
