@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.func import grad
 
-from .optim import Adam, AdamState, adam_init, adam_step, as_number, check_hyperparameters
+from .optim import TORCH_FLAGS, Adam, AdamState, adam_init, adam_step, as_number, check_hyperparameters
 from .bea import Loss, gradient, grad_and_hvp, twice_differentiable
 from .fields import memory_coefficients, perturbed_one_norm
 
@@ -123,13 +123,14 @@ class PenalizedAdam(Adam):
                  penalty: float | Callable[[int], float] = 0.0, # λ, or n ↦ λ_n (e.g. a partial of `theory_penalty`)
                  eps_inside: bool = True, bias_correction: bool = True):
         torch.optim.Optimizer.__init__(self, params, self.check_group(dict(
-            lr=lr, betas=betas, eps=eps, eps_inside=eps_inside, bias_correction=bias_correction, penalty=penalty)))
+            lr=lr, betas=betas, eps=eps, weight_decay=0.0, **TORCH_FLAGS, decoupled_weight_decay=False, eps_inside=eps_inside,
+            bias_correction=bias_correction, penalty=penalty)))
 
     @staticmethod
-    def check_group(group: dict) -> dict:
+    def check_group(group: dict, index: int | None = None) -> dict:
         "`Adam.check_group`, and the penalty: a finite number, or a callable."
         penalty_schedule(group['penalty'])
-        return Adam.check_group(group)
+        return Adam.check_group(group, index)
 
     def penalty_params(self) -> list[Tensor]:
         "Every parameter that requires a gradient, group after group: the order of `penalty_directions` and of `hvps`."
