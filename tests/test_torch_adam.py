@@ -140,3 +140,18 @@ def test_weight_decay_trajectory_is_adamw():
         opt.zero_grad(); E(p).backward(); opt.step()
     it = adam_trajectory(E, THETA, h=1e-2, steps=30, beta=0.9, rho=0.99, eps=1e-3, eps_inside=False, weight_decay=0.3)
     assert torch.equal(it[-1], p.detach())
+
+
+def test_per_coordinate_hyperparameters_stack_independent_problems():
+    "Per-coordinate h, β, ρ, ε and λ tensors, as Figure 2 uses them: three problems stacked in one θ give each problem's own field."
+    hs, betas, lams = torch.tensor([0.01, 0.02, 0.01]), torch.tensor([0.9, 0.5, 0.0]), torch.tensor([0.0, 0.3, 1.0])
+    each = lambda t: t.repeat_interleave(3)
+    for inside in (True, False):
+        stacked = second_order_field(lambda t: sum(E(t[3 * i:3 * i + 3]) for i in range(3)), THETA.repeat(3), n=4, rho=0.99,
+                                     eps=0.2, h=each(hs), beta=each(betas), weight_decay=each(lams), eps_inside=inside)
+        for i in range(3):
+            one = second_order_field(E, THETA, h=hs[i].item(), beta=betas[i].item(), rho=0.99, eps=0.2, n=4,
+                                     weight_decay=lams[i].item(), eps_inside=inside)
+            assert torch.allclose(stacked[3 * i:3 * i + 3], one, rtol=1e-12)
+    with pytest.raises(ValueError, match="got weight_decay=-0.1"):
+        second_order_field(E, THETA, h=0.01, beta=0.9, rho=0.99, eps=0.2, weight_decay=torch.tensor([0.1, -0.1, 0.0]))
