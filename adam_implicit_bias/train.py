@@ -211,11 +211,12 @@ def full_batch_gradient(model: nn.Module, # the network, put in training mode
     return loss_sum.item() / n, correct.item() / n
 
 # %% ../nbs/10_train.ipynb
-def epoch_norms(model: nn.Module, # holds the full-batch gradient in its `p.grad`
-                eps: float,       # the ε of the perturbed norm
+def epoch_norms(model: nn.Module,          # holds the full-batch gradient in its `p.grad`
+                eps: float,                # the ε of the perturbed norm
+                eps_inside: bool = True,   # the run's placement of ε: the small-ε share compares g² (inside) or |g| (outside) with ε
                ) -> dict[str, float]:
     "`fields.gradient_norms` of the gradient held in `model`, as the history's entries: ‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂, small-ε share."
-    return gradient_norms(model.parameters(), eps)._asdict()
+    return gradient_norms(model.parameters(), eps, eps_inside=eps_inside)._asdict()
 
 # %% ../nbs/10_train.ipynb
 @torch.no_grad()
@@ -420,7 +421,7 @@ def train_epoch(run: Run, n: int) -> bool:
     c, d, hist = run.config, run.data, run.hist
     passes = c.compute_chunk or c.chunk                      # images per forward pass
     loss, acc = full_batch_gradient(run.model, d.x_train, d.y_train, passes, c.precision)
-    norms = epoch_norms(run.model, c.eps)
+    norms = epoch_norms(run.model, c.eps, c.eps_inside)
     lam, us, ratio = penalty_terms(run, n) if c.penalty else (None, None, 0.0)
     if not all(math.isfinite(v) for v in (loss, *norms.values(), ratio)):
         hist.update(diverged=True, diverged_epoch=n, finished=True)

@@ -390,3 +390,13 @@ def test_fault_a_bad_field_is_refused_by_name(name, value, message):
     extra = dict(penalty='decoupled') if name == 'penalty_rho' else {}
     with pytest.raises(ValueError) as e: replace(TINY, **extra, **{name: value})
     assert str(e.value).startswith(message) and 'lr' not in str(e.value).replace('float', ''), str(e.value)
+
+
+def test_epoch_norms_follow_the_runs_placement_of_eps():
+    "With ε outside the small-ε share compares |g| with ε (|g| > 9ε), with ε inside g² with ε (g² > 9ε): a run records its own."
+    model = torch.nn.Linear(2, 2, bias=False)
+    model.weight.grad = torch.tensor([[1e-3, 1e-1], [2e-2, 5e-3]])
+    eps = 1e-3   # |g| > 9ε: 0.1 and 0.02; g² > 9ε: 0.1 only
+    assert T.epoch_norms(model, eps, eps_inside=False)['small_eps_share'] == 0.5
+    assert T.epoch_norms(model, eps, eps_inside=True)['small_eps_share'] == 0.25
+    assert T.epoch_norms(model, eps)['small_eps_share'] == 0.25
