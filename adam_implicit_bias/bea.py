@@ -16,7 +16,7 @@ from torch.func import functional_call, grad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from .optim import check_hyperparameters
+from .optim import check_hyperparameters, check_weight_decay
 
 # %% auto 0
 __all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'flat_loss', 'MicroBatchedLoss', 'gradient',
@@ -51,13 +51,13 @@ def _extremes(name: str, value) -> list[float]:
 
 # %% ../nbs/01_bea.ipynb
 def check_field_hyperparameters(**values) -> tuple:
-    "`optim.check_hyperparameters` for any of h, beta, rho, eps (numbers, or per-coordinate tensors elementwise); the values, scalars as floats."
-    valid = dict(h=0.0, beta=0.0, rho=0.0, eps=1.0)
+    "`optim.check_hyperparameters` for any of h, beta, rho, eps, weight_decay (numbers, or per-coordinate tensors elementwise); the values, scalars as floats."
+    valid = dict(h=0.0, beta=0.0, rho=0.0, eps=1.0, weight_decay=0.0)
     for name, value in values.items():
         if name not in valid: raise TypeError(f"unknown hyperparameter {name!r}; known: {', '.join(valid)}")
         for x in _extremes(name, value):
             a = {**valid, name: x}
-            try: check_hyperparameters(a['h'], a['beta'], a['rho'], a['eps'])
+            try: check_hyperparameters(a['h'], a['beta'], a['rho'], a['eps']); check_weight_decay(a['weight_decay'])
             except ValueError as e: raise ValueError(f"{name}={value!r} is out of range: {e}") from None
     return tuple(v if isinstance(v, (Tensor, np.ndarray)) and v.ndim > 0 else as_number(k, v) for k, v in values.items())
 

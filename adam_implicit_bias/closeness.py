@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 
 from .data import load_mnist
 from .fields import Loss, as_losses, flat_loss, adam_trajectory, modified_ode_trajectory, shuffled_schedule
-from .files import atomic_write_bytes, json_hash, write_checked_json, read_checked_json, results_dir
+from .files import atomic_write_bytes, json_hash, write_checked_json, read_checked_json, results_dir, make_folder
 from .optim import check_hyperparameters
 from .runs import RunsFailed, default_dtype, run_parallel, torch_threads
 from .plots import SIZES, figure_style
@@ -167,6 +167,7 @@ def closeness_sweep(cfg: dict,                        # a `CLOSENESS` scale conf
                    ) -> list[dict]:
     "One record per (curve, h): its config, per-step errors of the ODEs, their maxima, the check, and whether it was cached."
     results = str(results_dir(results).resolve())
+    make_folder(Path(results)/'closeness', 'the closeness cache folder')   # a file there fails now, not after the sweep
     points = [point_config(cfg, c, h) for c in sorted(cfg['curves'], key=lambda c: -c['eps']) for h in sorted(c['hs'], reverse=True)]
     cached = [_cached(cache_path(p, results), p) for p in points]
     todo = [p for p, rec in zip(points, cached) if rec is None]

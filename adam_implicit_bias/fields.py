@@ -11,12 +11,14 @@ import torch
 from torch import Tensor
 from torch.func import grad
 
-from .optim import adam_init, adam_step
+from .optim import adam_init, adam_step, as_flag
 from .bea import (Loss, as_count, as_number, check_field_hyperparameters, flat_loss, gradient, grad_and_hvp,
                                     piecewise_trajectory, gd_modified_loss, gd_field, gd_trajectory, heavy_ball_coefficients,
                                     heavy_ball_field, heavy_ball_modified_loss, heavy_ball_trajectory)
 from .minibatch import (Schedule, as_losses, batch_weights, cyclic_schedule, minibatch_first_order_field,
                                           minibatch_moments, minibatch_second_order_field, schedule_sequence, shuffled_schedule)
+from .torch_adam import (adam_denominator, adamw_first_order_field, adamw_second_order_field, eps_share,
+                                           l2_regularized_loss, perturbed_one_norm_outside)
 
 # %% auto 0
 __all__ = ['perturbed_one_norm', 'perturbed_sign', 'memory_coefficients', 'penalty_coefficient', 'first_order_field',
@@ -25,26 +27,30 @@ __all__ = ['perturbed_one_norm', 'perturbed_sign', 'memory_coefficients', 'penal
            'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
            'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory',
            'check_field_hyperparameters', 'Schedule', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence',
-           'batch_weights', 'minibatch_moments']
+           'batch_weights', 'minibatch_moments', 'adam_denominator', 'l2_regularized_loss']
 
 # %% ../nbs/02_adam_ode.ipynb
 _all_ = ['Loss', 'flat_loss', 'gradient', 'grad_and_hvp', 'piecewise_trajectory', 'gd_modified_loss', 'gd_field', 'gd_trajectory',
          'heavy_ball_coefficients', 'heavy_ball_field', 'heavy_ball_modified_loss', 'heavy_ball_trajectory',
          'check_field_hyperparameters', 'Schedule', 'cyclic_schedule', 'shuffled_schedule', 'schedule_sequence', 'batch_weights',
-         'minibatch_moments']
+         'minibatch_moments', 'adam_denominator', 'l2_regularized_loss']
 
 # %% ../nbs/02_adam_ode.ipynb
 def perturbed_one_norm(g: Tensor,   # a gradient, any shape
                        eps: float,  # ε > 0
+                       *, eps_inside: bool = True, # False: ψ(g) = Σ_j (|g_j| − ε ln(1 + |g_j|/ε)), the form for ε outside (`02c_torch_adam`)
                       ) -> Tensor:
-    "‖g‖_{1,ε} = Σ_j sqrt(g_j² + ε)."
+    "‖g‖_{1,ε} = Σ_j sqrt(g_j² + ε), whose gradient in g is g/R (for ε outside, ψ(g), whose gradient is g/(|g| + ε))."
+    if not eps_inside: return perturbed_one_norm_outside(g, eps)
     return (g.pow(2) + eps).sqrt().sum()
 
 # %% ../nbs/02_adam_ode.ipynb
 def perturbed_sign(g: Tensor,   # a gradient, any shape
                    eps: float,  # ε > 0
+                   *, eps_inside: bool = True, # False: g/S, S = |g| + ε (torch's placement)
                   ) -> Tensor:
-    "g/R = g/√(g² + ε), componentwise: sign(g) where g² ≫ ε, g/√ε where g² ≪ ε."
+    "g/R = g/√(g² + ε), componentwise: sign(g) where g² ≫ ε, g/√ε where g² ≪ ε (ε outside: g/(|g| + ε))."
+    if not eps_inside: return g / adam_denominator(g, eps, eps_inside=False)
     return g / (g.pow(2) + eps).sqrt()
 
 # %% ../nbs/02_adam_ode.ipynb
@@ -63,8 +69,26 @@ def penalty_coefficient(beta: float, rho: float) -> float:
     return memory_coefficients(beta) - memory_coefficients(rho)
 
 # %% ../nbs/02_adam_ode.ipynb
+def _is_zero(weight_decay) -> bool:
+    "Whether a (checked) weight decay, a number or a per-coordinate tensor, is zero everywhere."
+    return bool((weight_decay == 0).all()) if isinstance(weight_decay, Tensor) else weight_decay == 0
+
+def _plain(losses: list, eps_inside, weight_decay) -> bool:
+    "The checked options; True for the paper's Adam (ε inside, no weight decay); a `NotImplementedError` for batch losses otherwise."
+    plain = as_flag('eps_inside', eps_inside) and _is_zero(check_field_hyperparameters(weight_decay=weight_decay)[0])
+    if len(losses) > 1 and not plain:
+        raise NotImplementedError(
+            f"eps_inside={eps_inside!r}, weight_decay={weight_decay!r} with {len(losses)} batch losses: the mini-batch fields "
+            "(SPEC §3b, 02b_minibatch) are derived and verified only for ε inside the square root without weight decay. "
+            "Pass a single loss (full batch), for which both options are derived (02c_torch_adam), or eps_inside=True and "
+            "weight_decay=0. adam_trajectory runs mini-batch Adam with either option")
+    return plain
+
+# %% ../nbs/02_adam_ode.ipynb
 def first_order_field(loss: Loss | Sequence[Loss], # a loss, or the batch losses E_0, ..., E_{m-1}
                       theta: Tensor, *, eps: float,
+                      eps_inside: bool = True,   # False: torch's placement, F = g/(|g| + ε) (`02c_torch_adam`)
+                      weight_decay: float = 0.0, # λ, decoupled as in AdamW: F = λθ + g/D (a number or a per-coordinate tensor)
                       beta: float | None = None, rho: float | None = None, # batches only: the two momenta
                       n: int | None = None,              # batches only: the interval index
                       schedule: Schedule | None = None,  # batches only: n ↦ b(n); None for n mod m
@@ -72,12 +96,14 @@ def first_order_field(loss: Loss | Sequence[Loss], # a loss, or the batch losses
                      ) -> Tensor:
     "f = g/√(g²+ε): sign descent perturbed by ε, Adam's field to first order; for batches M_n/S_n (`02b_minibatch`)."
     losses = as_losses(loss)
+    plain = _plain(losses, eps_inside, weight_decay)
     if len(losses) > 1:
         if beta is None or rho is None:
             raise ValueError(f"the first-order field of batch losses, M_n/S_n, needs beta and rho, got beta={beta!r}, rho={rho!r}")
         return minibatch_first_order_field(losses, theta, beta=beta, rho=rho, eps=eps, n=n, schedule=schedule,
                                            bias_correction=bias_correction)
     eps, *_ = check_field_hyperparameters(eps=eps, **{k: v for k, v in dict(beta=beta, rho=rho).items() if v is not None})
+    if not plain: return adamw_first_order_field(losses[0], theta, eps=eps, eps_inside=eps_inside, weight_decay=weight_decay)
     return perturbed_sign(gradient(losses[0], theta), eps)
 
 # %% ../nbs/02_adam_ode.ipynb
@@ -88,15 +114,20 @@ def second_order_field(loss: Loss | Sequence[Loss], # θ ↦ E(θ), or the batch
                        n: int | None = None,  # interval index; None for the limit n → ∞ (a single loss only)
                        bias_correction: bool = True, # with it off, b and r take their limits (batches: the weights U_n)
                        schedule: Schedule | None = None, # batches only: n ↦ b(n); None for n mod m
+                       eps_inside: bool = True,   # False: torch's placement, S = |g| + ε in place of R (`02c_torch_adam`)
+                       weight_decay: float = 0.0, # λ, decoupled as in AdamW (a number or a per-coordinate tensor)
                       ) -> Tensor:
     "Theorem 3.1's f̃_n(θ) = g/R + (h/R)[b_n - r_n + (r_n + ½)ε/R²] u, u = H g/R (one gradient, one HVP); for batches SPEC §3b's."
     losses = as_losses(loss)
+    plain = _plain(losses, eps_inside, weight_decay)
     if len(losses) > 1:
         return minibatch_second_order_field(losses, theta, h=h, beta=beta, rho=rho, eps=eps, n=n, schedule=schedule,
                                             bias_correction=bias_correction)
     h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
     if not bias_correction: n = None
     b, r = memory_coefficients(beta, n), memory_coefficients(rho, n)
+    if not plain:
+        return adamw_second_order_field(losses[0], theta, h=h, b=b, r=r, eps=eps, eps_inside=eps_inside, weight_decay=weight_decay)
     g, u = grad_and_hvp(losses[0], theta, lambda g: perturbed_sign(g, eps))
     R2 = g.pow(2) + eps
     return perturbed_sign(g, eps) + h * (b - r + (r + 0.5) * eps / R2) * u / R2.sqrt()
@@ -107,48 +138,59 @@ class Regime(NamedTuple):
     c: float                    # c(β, ρ) = β/(1-β) - ρ/(1-ρ), the coefficient of h‖∇E‖_{1,ε} as n → ∞
     sign: int                   # +1: the one-norm is penalized; -1: anti-penalized; 0: neither
     one_norm_strength: float    # h·c
-    two_norm_strength: float    # h(1+β)/(4(1-β)√ε), the coefficient of ‖∇E‖₂² in the large-ε limit
+    two_norm_strength: float    # h(1+β)/(4(1-β)√ε), the coefficient of ‖∇E‖₂² in the large-ε limit (ε outside: h(1+β)/(4(1-β)ε))
     regime: str                 # 'small-eps', 'large-eps' or 'intermediate' (without a gradient: 'small-eps')
     penalized: str              # what Adam's implicit bias does, in words
-    share_small_eps: float | None = None     # share of components with ε/R² below `small` (None without a gradient)
-    share_large_eps: float | None = None     # share with ε/R² above `large`
+    share_small_eps: float | None = None     # share of components with ε/R² (ε outside: ε/S) below `small` (None without a gradient)
+    share_large_eps: float | None = None     # share with ε/R² (ε/S) above `large`
     share_intermediate: float | None = None  # the rest
 
-def eps_ratio(g: Tensor, eps: float) -> Tensor:
-    "ε/R² = ε/(g² + ε) per component, in float64: near 0 in the small-ε regime, near 1 in the large-ε regime."
+def eps_ratio(g: Tensor, eps: float,
+              *, eps_inside: bool = True, # False: ε/S = ε/(|g| + ε), the ratio for ε outside
+             ) -> Tensor:
+    "ε/R² = ε/(g² + ε) per component, in float64: near 0 in the small-ε regime, near 1 in the large-ε regime (ε outside: ε/(|g| + ε))."
+    if not eps_inside: return eps / (g.detach().double().abs() + eps)
     return eps / (g.detach().double().pow(2) + eps)
 
-def _shares(grad: Tensor, eps: float, small: float, large: float) -> tuple[float, float]:
-    "The shares of components of `grad` with ε/R² < small and ε/R² > large; a `ValueError` for a non-finite gradient."
+def _shares(grad: Tensor, eps: float, small: float, large: float, eps_inside: bool = True) -> tuple[float, float]:
+    "The shares of components of `grad` with ε/R² (or ε/S) < small and > large; a `ValueError` for an empty or non-finite gradient."
+    if grad.numel() == 0: raise ValueError(f"grad is empty (shape {tuple(grad.shape)}): no regime can be read from it")
     if (bad := ~torch.isfinite(grad.detach())).any():
         i = bad.flatten().nonzero()[0].item()
         raise ValueError(f"grad has {bad.sum().item()} non-finite component(s) out of {grad.numel()} (the first: "
                          f"grad.flatten()[{i}]={grad.flatten()[i].item()}); no regime can be read from it")
-    ratio = eps_ratio(grad, eps)
+    ratio = eps_ratio(grad, eps, eps_inside=eps_inside)
     return (ratio < small).double().mean().item(), (ratio > large).double().mean().item()
 
 # %% ../nbs/02_adam_ode.ipynb
 _WORDS = {'small-eps': "{} the perturbed one-norm ‖∇E‖_1,ε",
           'large-eps': "penalizes the squared two-norm ‖∇E‖_2² (GD with momentum, step h/√ε)",
           'intermediate': "a mix: {} ‖∇E‖_1,ε where g² ≫ ε, penalizes ‖∇E‖_2² where g² ≪ ε"}
+_WORDS_OUTSIDE = {'small-eps': "{} the one-norm ‖∇E‖_1 (ε outside the square root, |g| ≫ ε)",
+                  'large-eps': "penalizes the squared two-norm ‖∇E‖_2² (GD with momentum, step h/ε; ε outside, |g| ≪ ε)",
+                  'intermediate': "a mix: {} ‖∇E‖_1 where |g| ≫ ε, penalizes ‖∇E‖_2² where |g| ≪ ε (ε outside)"}
 
 def classify_regime(h: float, beta: float, rho: float, eps: float,
                     grad: Tensor | None = None, # optionally a gradient, to measure where its components lie against ε
-                    *, small: float = 0.1,      # ε/R² below this: a component in the small-ε regime
-                    large: float = 0.9,         # ε/R² above this: a component in the large-ε regime
+                    *, eps_inside: bool = True, # where the run puts ε: inside compares g² with ε, outside |g| with ε
+                    small: float = 0.1,         # ε/R² (ε outside: ε/S) below this: a component in the small-ε regime
+                    large: float = 0.9,         # ε/R² (ε/S) above this: a component in the large-ε regime
                     majority: float = 0.5,      # the share of components that decides the regime
                    ) -> Regime:
     "Remark 3.2: the coefficient c(β, ρ), its sign, and what Adam's implicit bias penalizes for this configuration."
     h, beta, rho, eps = check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
     h, beta, rho, eps = (as_number(k, v) for k, v in dict(h=h, beta=beta, rho=rho, eps=eps).items()) # no tensors here
+    eps_inside = as_flag('eps_inside', eps_inside)
     c = penalty_coefficient(beta, rho)
     sign = (c > 0) - (c < 0)
     shares, regime = (None, None, None), 'small-eps'
     if grad is not None:
-        s, l = _shares(grad, eps, small, large)
+        s, l = _shares(grad, eps, small, large, eps_inside)
         shares, regime = (s, l, 1 - s - l), 'small-eps' if s >= majority else 'large-eps' if l >= majority else 'intermediate'
-    words = _WORDS[regime].format({1: 'penalizes', -1: 'anti-penalizes', 0: 'neither penalizes nor anti-penalizes'}[sign])
-    return Regime(c, sign, h * c, h * (1 + beta) / (4 * (1 - beta) * math.sqrt(eps)), regime, words, *shares)
+    words = (_WORDS if eps_inside else _WORDS_OUTSIDE)[regime].format(
+        {1: 'penalizes', -1: 'anti-penalizes', 0: 'neither penalizes nor anti-penalizes'}[sign])
+    two_norm = h * (1 + beta) / (4 * (1 - beta) * (math.sqrt(eps) if eps_inside else eps))
+    return Regime(c, sign, h * c, two_norm, regime, words, *shares)
 
 # %% ../nbs/02_adam_ode.ipynb
 def penalty_F(x: Tensor | float,  # E'(θ), the one-dimensional gradient
@@ -164,18 +206,19 @@ def penalty_F(x: Tensor | float,  # E'(θ), the one-dimensional gradient
 def adam_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch losses E_0, ..., E_{m-1}
                     theta0: Tensor, *, h: float, steps: int, beta: float, rho: float, eps: float,
                     eps_inside: bool = True, bias_correction: bool = True,
+                    weight_decay: float = 0.0,        # λ >= 0, decoupled as in AdamW: θ ← θ(1 - hλ) before each step
                     schedule: Schedule | None = None, # batches only: n ↦ b(n), the batch of step n; None for n mod m
                    ) -> Tensor:
-    "Adam's iterates θ⁽ⁿ⁾, n = 0..steps, shape [steps+1, p]; with batch losses, step n uses E_{b(n)}."
+    "Adam's (AdamW's, with a weight decay) iterates θ⁽ⁿ⁾, n = 0..steps, shape [steps+1, p]; with batch losses, step n uses E_{b(n)}."
     losses, steps = as_losses(loss), as_count('steps', steps)
-    check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps)
-    hyper = {k: as_number(k, v) for k, v in dict(lr=h, beta=beta, rho=rho, eps=eps).items()}
+    check_field_hyperparameters(h=h, beta=beta, rho=rho, eps=eps, weight_decay=weight_decay)
+    hyper = {k: as_number(k, v) for k, v in dict(lr=h, beta=beta, rho=rho, eps=eps, weight_decay=weight_decay).items()}
     batch = schedule_sequence(schedule, steps, len(losses)) if len(losses) > 1 else [0] * (steps + 1)
     theta, state = theta0.detach(), adam_init(theta0)
     out = [theta]
     for n in range(steps):
         theta, state = adam_step(theta, gradient(losses[batch[n]], theta), state, eps_inside=eps_inside,
-                                 bias_correction=bias_correction, **hyper)
+                                 bias_correction=bias_correction, decoupled_weight_decay=True, **hyper)
         out.append(theta)
     return torch.stack(out)
 
@@ -187,6 +230,8 @@ def modified_ode_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch 
                             bias_correction: bool = True,
                             progress: bool = False,
                             schedule: Schedule | None = None, # batches only: n ↦ b(n); None for n mod m
+                            eps_inside: bool = True,   # False: torch's placement (`02c_torch_adam`; a single loss only)
+                            weight_decay: float = 0.0, # λ, decoupled as in AdamW (a single loss only)
                            ) -> Tensor:
     "θ̃(nh), n = 0..steps, of Adam's first- or second-order modified ODE, shape [steps+1, p]."
     losses = as_losses(loss)
@@ -194,6 +239,7 @@ def modified_ode_trajectory(loss: Loss | Sequence[Loss], # a loss, or the batch 
     steps, substeps = as_count('steps', steps), as_count('substeps', substeps, minimum=1)
     loss = losses if len(losses) > 1 else losses[0]
     kw = dict(beta=beta, rho=rho, eps=eps, schedule=schedule, bias_correction=bias_correction)
+    if not _plain(losses, eps_inside, weight_decay): kw.update(eps_inside=eps_inside, weight_decay=weight_decay)
     if order == 1: field = lambda n, t: first_order_field(loss, t, n=n, **kw)
     elif order == 2: field = lambda n, t: second_order_field(loss, t, h=h, n=n, **kw)
     else: raise ValueError(f"order must be 1 or 2, got order={order!r}")
@@ -205,14 +251,26 @@ class GradientNorms(NamedTuple):
     perturbed_one_norm: float  # ‖g‖_{1,ε} = Σ_j √(g_j² + ε)
     one_norm: float            # ‖g‖₁
     two_norm: float            # ‖g‖₂
-    small_eps_share: float     # the share of components with ε/(g_j² + ε) below `small` (Remark 3.2's small-ε regime)
+    small_eps_share: float     # the share of components with ε/(g_j² + ε) below `small` (ε outside: ε/(|g_j| + ε); Remark 3.2)
+
+def _flat_gradient(grad) -> Tensor:
+    "A gradient tensor as it is, or the `.grad` of parameters concatenated; a `ValueError` if there is none."
+    if isinstance(grad, Tensor): return grad
+    params = list(grad)
+    grads = [p.grad.flatten() for p in params if isinstance(p, Tensor) and p.grad is not None]
+    if not grads: raise ValueError(f"gradient_norms: none of the {len(params)} parameters given has a .grad (call backward() first, "
+                                   "or pass the gradient tensor itself)")
+    return torch.cat(grads)
 
 def gradient_norms(grad,                  # a gradient tensor, or parameters whose `.grad` holds it
-                   eps: float,            # the ε of the perturbed norm
+                   eps: float,            # the ε of the perturbed norm, > 0
                    small: float = 0.1,    # the threshold of the small-ε regime, as in `classify_regime`
+                   *, eps_inside: bool = True, # where the run puts ε: the small-ε share compares g² (inside) or |g| (outside) with ε
                   ) -> GradientNorms:
     "‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂ and the small-ε share of a gradient, summed in float64 (NaN norms for a gradient that is not finite)."
-    g = grad if isinstance(grad, Tensor) else torch.cat([p.grad.flatten() for p in grad if p.grad is not None])
-    g = g.detach().double().flatten()
+    eps, = check_field_hyperparameters(eps=eps)
+    if isinstance(eps, Tensor): raise ValueError(f"eps must be a number here, got eps={eps!r}")
+    g = _flat_gradient(grad).detach().double().flatten()
+    if g.numel() == 0: raise ValueError("gradient_norms: the gradient is empty")
     return GradientNorms(perturbed_one_norm(g, eps).item(), g.abs().sum().item(), g.norm().item(),
-                         (eps_ratio(g, eps) < small).double().mean().item())
+                         (eps_ratio(g, eps, eps_inside=as_flag('eps_inside', eps_inside)) < small).double().mean().item())

@@ -4,27 +4,79 @@
 
 # %% ../nbs/03_files.ipynb 2
 from __future__ import annotations
-import hashlib, json, os, tempfile, warnings
+import hashlib, json, os, re, tempfile, time, warnings
 from pathlib import Path
 
+try: import fcntl
+except ImportError: fcntl = None   # (Windows) no advisory locks: stray temporary files are removed by age only
+
 # %% auto 0
-__all__ = ['PACKAGE_DIR', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'sha256', 'json_hash', 'write_checked',
-           'read_checked', 'write_checked_json', 'read_checked_json', 'repo_dir', 'data_dir', 'results_dir']
+__all__ = ['PACKAGE_DIR', 'locked_temporary', 'clean_temporaries', 'atomic_write_bytes', 'atomic_write_json', 'read_json',
+           'sha256', 'json_hash', 'write_checked', 'read_checked', 'write_checked_json', 'read_checked_json',
+           'repo_dir', 'data_dir', 'make_folder', 'results_dir']
 
 # %% ../nbs/03_files.ipynb
 _UMASK = os.umask(0); os.umask(_UMASK)
+_LOCKED, _LEGACY_AGE = '.locked.tmp', 3600.0   # the suffix of a locked temporary file; when an unlocked one is surely dead (s)
 
-def atomic_write_bytes(path: str | Path, # the file to (over)write
-                       data: bytes) -> Path:
-    "Write `data` to `path` atomically: a temporary file in the same folder, then `os.replace`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+def locked_temporary(path: Path) -> tuple[int, str]:
+    "A new temporary file beside `path`, open (the descriptor) and locked until it is closed: `clean_temporaries` leaves it alone."
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=_LOCKED)
+        if fcntl is None: return fd, tmp
+        try: fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError: return fd, tmp                          # a file system without locks
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(tmp)): return fd, tmp
+        except FileNotFoundError: pass                          # a cleaner took it before we locked it: make another
+        os.close(fd)
+
+def _writer_is_dead(p: Path, age: float) -> bool:
+    "Whether the temporary file `p` is no live writer's: its lock is free (or, without locks, it is older than `_LEGACY_AGE`)."
+    if not p.name.endswith(_LOCKED) or fcntl is None: return age > _LEGACY_AGE
+    try: fd = os.open(p, os.O_RDWR)
+    except OSError: return False
     try:
-        with os.fdopen(fd, 'wb') as f:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+    except BlockingIOError: return False
+    except OSError: return age > _LEGACY_AGE                  # no locks here: by age
+    finally: os.close(fd)
+
+# %% ../nbs/03_files.ipynb
+def clean_temporaries(path: str | Path) -> list[Path]:
+    "Remove the temporary files that killed writers of `path` left beside it; never one that a live process is writing."
+    path, removed = Path(path), []
+    pattern = re.compile(re.escape(f'.{path.name}.') + r'[a-z0-9_]{8}(' + re.escape(_LOCKED) + r'|\.tmp)')
+    try: entries = [e for e in os.scandir(path.parent) if pattern.fullmatch(e.name)]
+    except OSError: return []
+    for e in entries:
+        try: age = time.time() - e.stat(follow_symlinks=False).st_mtime
+        except OSError: continue
+        if _writer_is_dead(Path(e.path), age):
+            try: os.unlink(e.path); removed.append(Path(e.path))
+            except FileNotFoundError: pass
+    return removed
+
+# %% ../nbs/03_files.ipynb
+def _parent_folder(path: Path) -> None:
+    "Create the folder of `path`; a `NotADirectoryError` naming it if it, or a folder above it, is a file."
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir())
+        raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder") from None
+
+def atomic_write_bytes(path: str | Path, # the file to (over)write; a symbolic link there is replaced, not followed
+                       data: bytes) -> Path:
+    "Write `data` to `path` atomically: a locked temporary file in the same folder, then `os.replace`."
+    path = Path(path)
+    _parent_folder(path)
+    clean_temporaries(path)
+    fd, tmp = locked_temporary(path)
+    try:
+        with os.fdopen(fd, 'wb') as f:   # closed (and unlocked) only after the rename
             f.write(data); f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private (0600); give the usual permissions
-        os.replace(tmp, path)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private (0600); give the usual permissions
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
@@ -36,9 +88,11 @@ def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_bytes(path, _json_bytes(obj))
 
 def read_json(path: str | Path, default=None):
-    "Read JSON from `path`; `default` if the file is missing or unreadable (a corrupted file counts as missing)."
-    try: return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError): return default
+    "Read JSON from `path`; `default` if it is missing, not a regular file (a folder, a FIFO: not opened) or not JSON."
+    path = Path(path)
+    if not path.is_file(): return default
+    try: return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError): return default
 
 # %% ../nbs/03_files.ipynb
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -55,21 +109,31 @@ def json_hash(obj, digits: int = 16) -> str:
 # %% ../nbs/03_files.ipynb
 def _digest_path(path: Path) -> Path: return path.with_name(path.name + '.sha256')
 
+def _digests(sidecar: Path) -> list[str]:
+    "The SHA-256s listed in `sidecar` (one per line; none if it is missing or unreadable)."
+    try: text = sidecar.read_text() if sidecar.is_file() else ''
+    except (OSError, UnicodeDecodeError): return []
+    return [line for line in (l.strip() for l in text.splitlines()) if re.fullmatch('[0-9a-f]{64}', line)]
+
 def write_checked(path: str | Path, # the file to (over)write, atomically
                   data: bytes) -> Path:
-    "Write `data` to `path`, then its SHA-256 to `path.sha256` beside it (both atomically)."
-    path = atomic_write_bytes(path, data)
-    atomic_write_bytes(_digest_path(path), (hashlib.sha256(data).hexdigest() + '\n').encode())
+    "Write `data` to `path` and its SHA-256 to `path.sha256` so that a kill at any point leaves the old pair or the new one valid."
+    path, digest = Path(path), hashlib.sha256(data).hexdigest()
+    sidecar = _digest_path(path)
+    if (listed := _digests(sidecar)) and digest not in listed:          # 1. the present bytes and the new ones are both valid
+        atomic_write_bytes(sidecar, ''.join(d + '\n' for d in listed[-3:] + [digest]).encode())
+    atomic_write_bytes(path, data)                                       # 2. the new bytes
+    atomic_write_bytes(sidecar, (digest + '\n').encode())                # 3. and only they
     return path
 
 def read_checked(path: str | Path) -> bytes | None:
-    "The bytes of `path` if they match the digest beside it; None if it is missing, else None with a warning naming the file."
+    "The bytes of `path` if a digest beside it matches them; None if it is missing, else None with a warning naming the file."
     path = Path(path)
     if not path.exists(): return None
-    data, digest = path.read_bytes(), _digest_path(path)
-    want = digest.read_text().strip() if digest.exists() else None
-    if want == hashlib.sha256(data).hexdigest(): return data
-    why = 'has no SHA-256 beside it' if want is None else 'does not match its SHA-256 (corrupted or edited)'
+    for _ in range(2):   # a second look, in case another process replaced the pair between the two reads
+        data, listed = path.read_bytes(), _digests(_digest_path(path))
+        if hashlib.sha256(data).hexdigest() in listed: return data
+    why = 'does not match its SHA-256 (corrupted or edited)' if _digest_path(path).exists() else 'has no SHA-256 beside it'
     warnings.warn(f"{path} {why}: ignoring it, the result will be recomputed", stacklevel=2)
     return None
 
@@ -78,9 +142,13 @@ def write_checked_json(path: str | Path, obj) -> Path:
     return write_checked(path, _json_bytes(obj))
 
 def read_checked_json(path: str | Path):
-    "The JSON in `path` if it passes `read_checked`, else None."
-    data = read_checked(path)
-    return None if data is None else json.loads(data)
+    "The JSON in `path` if it passes `read_checked` and parses, else None (with a warning naming it if it does not parse)."
+    if (data := read_checked(path)) is None: return None
+    try: return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        warnings.warn(f"{path} matches its SHA-256 but is not JSON ({type(e).__name__}: {e}): ignoring it, the result will be "
+                      f"recomputed", stacklevel=2)
+        return None
 
 # %% ../nbs/03_files.ipynb
 PACKAGE_DIR = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd().parent/'adam_implicit_bias'
@@ -97,8 +165,22 @@ def data_dir(path: str | Path | None = None) -> Path:
     if (repo := repo_dir()) is not None and (repo.parent/'shared'/'data').is_dir(): return repo.parent/'shared'/'data'
     return Path('~/.cache/adam_implicit_bias/data').expanduser()
 
+def make_folder(path: str | Path, # the folder, created with its parents if need be
+                what: str,        # what it is for, for the message
+               ) -> Path:
+    "`path`, a folder; a `NotADirectoryError` naming it and `what` it is for if it, or a folder above it, is a file."
+    path = Path(path)
+    try: path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in (path, *path.parents) if p.exists() and not p.is_dir())
+        raise NotADirectoryError(f"{what} {path} " + ('is a file, not a folder' if blocker == path else
+                                                      f"cannot be made: {blocker} is a file, not a folder")) from None
+    return path
+
 def results_dir(path: str | Path | None = None) -> Path:
-    "The folder for run results and caches (created on demand)."
-    p = Path(path or os.environ.get('ADAM_IB_RESULTS') or 'results').expanduser()
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    "The folder for run results and caches (created on demand): `path`, `ADAM_IB_RESULTS`, `./results`, never inside the package."
+    if not (path := path or os.environ.get('ADAM_IB_RESULTS')):
+        path = 'results'
+        if (Path.cwd().resolve()/path).is_relative_to(PACKAGE_DIR):   # papermill runs an installed notebook in the package
+            path = Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()/'adam_implicit_bias'/'results'
+    return make_folder(Path(path).expanduser(), 'the results folder')

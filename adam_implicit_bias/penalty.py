@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 from torch.func import grad
 
-from .optim import Adam, AdamState, adam_init, adam_step, as_number, check_hyperparameters
+from .optim import (TORCH_FLAGS, Adam, AdamState, adam_init, adam_step, as_flag, as_number, check_hyperparameters,
+                                      check_weight_decay)
 from .bea import Loss, gradient, grad_and_hvp, twice_differentiable
-from .fields import memory_coefficients, perturbed_one_norm
+from .fields import memory_coefficients, perturbed_one_norm, perturbed_sign
 
 # %% auto 0
 __all__ = ['check_eps', 'gradient_one_norm', 'model_one_norm', 'coupled_loss', 'penalty_schedule', 'theory_penalty',
@@ -30,26 +31,37 @@ def check_eps(eps) -> float:
 def gradient_one_norm(loss: Tensor,             # a scalar loss E, with its graph
                       params: Iterable[Tensor], # what E is differentiated by (e.g. `model.parameters()`)
                       *, eps: float,            # ε > 0
+                      eps_inside: bool = True,  # False: ψ(∇E) = Σ_j (|∂_j E| − ε ln(1 + |∂_j E|/ε)), the form for ε outside
                      ) -> Tensor:
     "‖∇E‖_{1,ε} = Σ_j √((∂_j E)² + ε) over `params`, differentiable (create_graph=True), to add to a loss as a gradient penalty."
     eps, params = check_eps(eps), [p for p in params if p.requires_grad]
     grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-    return sum(perturbed_one_norm(torch.zeros_like(p) if g is None else g, eps) for p, g in zip(params, grads))
+    return sum(perturbed_one_norm(torch.zeros_like(p) if g is None else g, eps, eps_inside=as_flag('eps_inside', eps_inside))
+               for p, g in zip(params, grads))
 
 def model_one_norm(model: torch.nn.Module, loss_fn: Callable, # loss_fn(model_output, target) -> scalar
                    batch: tuple,                               # (inputs, targets)
-                   *, eps: float) -> tuple[Tensor, Tensor]:
-    "The loss E of `model` on `batch` and its ‖∇E‖_{1,ε} over the model's parameters, both differentiable."
+                   *, eps: float, eps_inside: bool = True) -> tuple[Tensor, Tensor]:
+    "The loss E of `model` on `batch` and its ‖∇E‖_{1,ε} (ψ(∇E) for ε outside) over the model's parameters, both differentiable."
     x, y = batch
     loss = loss_fn(model(x), y)
-    return loss, gradient_one_norm(loss, model.parameters(), eps=eps)
+    return loss, gradient_one_norm(loss, model.parameters(), eps=eps, eps_inside=eps_inside)
 
 def coupled_loss(loss: Loss,      # θ ↦ E(θ), θ flat
                  penalty: float,  # λ
-                 *, eps: float) -> Loss:
-    "θ ↦ E(θ) + λ‖∇E(θ)‖_{1,ε}: the one-norm penalty written into the loss (the coupled penalty)."
+                 *, eps: float,
+                 eps_inside: bool = True,   # False: ψ(∇E) in place of ‖∇E‖_{1,ε}
+                 weight_decay: float = 0.0, # AdamW's λ_wd: adds λ_wd(θ·∇E − E), whose gradient is λ_wd·Hθ
+                ) -> Loss:
+    "θ ↦ E(θ) + λ‖∇E(θ)‖_{1,ε}: the one-norm penalty written into the loss (the coupled penalty); its gradient is g + λ·H F."
     penalty, eps = as_number('penalty', penalty), check_eps(eps)
-    return lambda theta: loss(theta) + penalty * perturbed_one_norm(grad(loss)(theta), eps)
+    eps_inside, weight_decay = as_flag('eps_inside', eps_inside), check_weight_decay(weight_decay)
+    if eps_inside and weight_decay == 0:
+        return lambda theta: loss(theta) + penalty * perturbed_one_norm(grad(loss)(theta), eps)
+    def penalized(theta):
+        g = grad(loss)(theta)
+        return loss(theta) + penalty * (perturbed_one_norm(g, eps, eps_inside=eps_inside) + weight_decay * (theta @ g - loss(theta)))
+    return penalized
 
 # %% ../nbs/13_penalty.ipynb
 def penalty_schedule(penalty: float | Callable[[int], float], # λ, or a schedule n ↦ λ_n
@@ -64,9 +76,12 @@ def theory_penalty(n: int | None,      # step index; None for the limit n → �
                    beta: float,        # β, shared by both Adams (it cancels)
                    rho_target: float,  # ρ of the Adam to imitate
                    rho: float,         # ρ′ of the Adam that runs with the penalty
+                   eps_inside: bool = True,   # the placement of ε of both Adams: it does not change λ_n (see above)
+                   weight_decay: float = 0.0, # their decoupled weight decay: it does not change λ_n either
                   ) -> float:
     "λ_n = h·(c_n(β, ρ_target) − c_n(β, ρ)), c_n = b_n − r_n: the decoupled penalty that makes Adam(β, ρ) follow Adam(β, ρ_target)."
     h, beta, rho_target, _ = check_hyperparameters(h, beta, rho_target, 1.0)
+    as_flag('eps_inside', eps_inside), check_weight_decay(weight_decay)
     rho = as_number('rho', rho)
     if not 0 <= rho < 1: raise ValueError(f"rho (ρ′, of the penalized Adam) must lie in [0, 1), got rho={rho!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
@@ -76,27 +91,35 @@ def theory_penalty(n: int | None,      # step index; None for the limit n → �
 
 # %% ../nbs/13_penalty.ipynb
 def decoupled_penalty_(params: list[Tensor], # θ⁽ⁿ⁺¹⁾ after Adam's update, changed in place
-                       grads: list[Tensor],  # g = ∇E(θ⁽ⁿ⁾), which R = √(g² + ε) is computed from
-                       hvps: list[Tensor],   # u = H(g/R) at θ⁽ⁿ⁾
-                       *, lr: float, penalty: float, eps: float) -> None:
-    "θ ← θ − h·λ·u/R in place: the decoupled one-norm penalty's part of the step."
+                       grads: list[Tensor],  # g = ∇E(θ⁽ⁿ⁾), which R = √(g² + ε) (or S = |g| + ε) is computed from
+                       hvps: list[Tensor],   # u = H F at θ⁽ⁿ⁾, F = g/R (or see above)
+                       *, lr: float, penalty: float, eps: float,
+                       eps_inside: bool = True) -> None:
+    "θ ← θ − h·λ·u/R in place (u/S for ε outside): the decoupled one-norm penalty's part of the step."
     if penalty == 0 or not params: return
-    R = torch._foreach_mul(grads, grads)
-    torch._foreach_add_(R, eps)
-    torch._foreach_sqrt_(R)
+    if eps_inside:
+        R = torch._foreach_mul(grads, grads)
+        torch._foreach_add_(R, eps)
+        torch._foreach_sqrt_(R)
+    else:
+        R = torch._foreach_abs(grads)
+        torch._foreach_add_(R, eps)
     torch._foreach_addcdiv_(params, hvps, R, value=-lr * penalty)
 
 def penalized_adam_step(theta: Tensor, grad: Tensor, # θ⁽ⁿ⁾ and g = ∇E(θ⁽ⁿ⁾)
-                        hvp: Tensor,                 # u = H(g/R) at θ⁽ⁿ⁾
+                        hvp: Tensor,                 # u = H F at θ⁽ⁿ⁾: F = g/R, g/S for ε outside, λθ + g/D with weight decay
                         state: AdamState,            # (m⁽ⁿ⁾, ν⁽ⁿ⁾, n)
                         *, lr: float, beta: float, rho: float, eps: float,
                         penalty: float,              # λ_n
-                        eps_inside: bool = True, bias_correction: bool = True) -> tuple[Tensor, AdamState]:
+                        eps_inside: bool = True, bias_correction: bool = True,
+                        weight_decay: float = 0.0,   # decoupled, as AdamW's (and the fields')
+                       ) -> tuple[Tensor, AdamState]:
     "One step of Adam (`optim.adam_step`) followed by the decoupled penalty θ ← θ − h·λ_n·u/R; returns θ⁽ⁿ⁺¹⁾ and the new state."
     penalty = as_number('penalty', penalty)
     theta, new = adam_step(theta, grad, state, lr=lr, beta=beta, rho=rho, eps=eps, eps_inside=eps_inside,
-                           bias_correction=bias_correction)
-    decoupled_penalty_([theta], [grad], [hvp], lr=as_number('lr', lr), penalty=penalty, eps=as_number('eps', eps))
+                           bias_correction=bias_correction, weight_decay=weight_decay, decoupled_weight_decay=True)
+    decoupled_penalty_([theta], [grad], [hvp], lr=as_number('lr', lr), penalty=penalty, eps=as_number('eps', eps),
+                       eps_inside=as_flag('eps_inside', eps_inside))
     return theta, new
 
 # %% ../nbs/13_penalty.ipynb
@@ -117,29 +140,52 @@ def hessian_vector_products(loss: Tensor,          # a scalar loss E with its gr
         return _hvps(grads, params, vs)
 
 # %% ../nbs/13_penalty.ipynb
+def _direction(p: Tensor, group: dict) -> Tensor:
+    "F at θ⁽ⁿ⁾ for one parameter: g/D, D = R (ε inside) or |g| + ε (outside); + λθ with AdamW's decay; g + λθ in place of g with L2."
+    g, theta, wd, eps = p.grad, p.detach(), group['weight_decay'], group['eps']
+    if wd != 0 and not group['decoupled_weight_decay']: g = g.add(theta, alpha=wd)
+    F = g / (g.pow(2) + eps).sqrt() if group['eps_inside'] else g / (g.abs() + eps)
+    return F.add(theta, alpha=wd) if wd != 0 and group['decoupled_weight_decay'] else F
+
+def _checked_loss(loss) -> Tensor:
+    "The closure's loss if it is a finite scalar tensor with a graph; otherwise an error that says what a closure must return."
+    if not (isinstance(loss, Tensor) and loss.numel() == 1 and loss.requires_grad):
+        got = (f"a tensor of shape {tuple(loss.shape)}{'' if loss.requires_grad else ' without a graph'}" if isinstance(loss, Tensor)
+               else f"{type(loss).__name__} {loss!r}"[:80])
+        raise TypeError(f"the closure must return the loss as a scalar tensor with its graph, e.g. "
+                        f"lambda: F.cross_entropy(model(x), y), without calling backward(); it returned {got}")
+    if not torch.isfinite(loss).all():
+        raise ValueError(f"the closure returned a non-finite loss ({loss.item()}): the step was not taken, the parameters and the "
+                         "optimizer's state are unchanged")
+    return loss
+
+# %% ../nbs/13_penalty.ipynb
 class PenalizedAdam(Adam):
-    "Adam (Definition 1.1) plus the decoupled one-norm penalty: after each update, θ ← θ − h·λ_n·H(g/R)/R."
+    "Adam (Definition 1.1) plus the decoupled one-norm penalty: after each update, θ ← θ − h·λ_n·H(g/R)/R (see above for ε outside and weight decay)."
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  penalty: float | Callable[[int], float] = 0.0, # λ, or n ↦ λ_n (e.g. a partial of `theory_penalty`)
-                 eps_inside: bool = True, bias_correction: bool = True):
+                 eps_inside: bool = True, bias_correction: bool = True,
+                 *, weight_decay: float = 0.0,          # as `Adam`'s: L2 (g ← g + λθ), or AdamW's if decoupled
+                 decoupled_weight_decay: bool = False):
         torch.optim.Optimizer.__init__(self, params, self.check_group(dict(
-            lr=lr, betas=betas, eps=eps, eps_inside=eps_inside, bias_correction=bias_correction, penalty=penalty)))
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **TORCH_FLAGS, decoupled_weight_decay=decoupled_weight_decay,
+            eps_inside=eps_inside, bias_correction=bias_correction, penalty=penalty)))
 
     @staticmethod
-    def check_group(group: dict) -> dict:
+    def check_group(group: dict, index: int | None = None) -> dict:
         "`Adam.check_group`, and the penalty: a finite number, or a callable."
         penalty_schedule(group['penalty'])
-        return Adam.check_group(group)
+        return Adam.check_group(group, index)
 
     def penalty_params(self) -> list[Tensor]:
         "Every parameter that requires a gradient, group after group: the order of `penalty_directions` and of `hvps`."
         return [p for group in self.param_groups for p in group['params'] if p.requires_grad]
 
     def penalty_directions(self) -> list[Tensor | None]:
-        "g/R = g/√(g² + ε) from each parameter's `.grad` (None where it has none), with its group's ε."
-        eps = {p: group['eps'] for group in self.param_groups for p in group['params']}
+        "F = g/R from each parameter's `.grad` at θ⁽ⁿ⁾ (None where it has none), with its group's ε, placement and weight decay."
         if any(p.is_complex() for p in self.penalty_params()): raise ValueError("the penalty does not support complex parameters")
-        return [None if p.grad is None else p.grad / (p.grad.pow(2) + eps[p]).sqrt() for p in self.penalty_params()]
+        group = {p: g for g in self.param_groups for p in g['params']}
+        return [None if p.grad is None else _direction(p, group[p]) for p in self.penalty_params()]
 
     def _penalties(self) -> list[float]:
         "λ_n of every parameter for this step, n its step count (0 for a parameter without state)."
@@ -147,20 +193,31 @@ class PenalizedAdam(Adam):
                 for group in self.param_groups for p in group['params'] if p.requires_grad]
 
     def _gradient_and_hvps(self, closure, need_hvps: bool):
-        "Evaluate the closure's loss, set `.grad` to g, and return the loss and H(g/R) (None unless `need_hvps`)."
+        "Evaluate the closure's loss, set `.grad` to g, and return the loss and H F (None unless `need_hvps`)."
         params = self.penalty_params()
         for p in params: p.grad = None
         with torch.enable_grad(), twice_differentiable():
-            loss = closure()
+            loss = _checked_loss(closure())
             if any(p.grad is not None for p in params):
                 raise ValueError("the closure must return the loss without calling backward(): step differentiates it itself")
             grads = torch.autograd.grad(loss, params, create_graph=need_hvps, allow_unused=True)
             for p, g in zip(params, grads): p.grad = None if g is None else g.detach()
             return loss.detach(), _hvps(grads, params, self.penalty_directions()) if need_hvps else None
 
+    def _penalty_terms(self, hvps: list[Tensor]) -> dict:
+        "For each parameter with a gradient, at θ⁽ⁿ⁾ (before Adam moves it): the gradient Adam normalizes, and H F."
+        terms, hv = {}, dict(zip(self.penalty_params(), hvps))
+        for group in self.param_groups:
+            wd, coupled = group['weight_decay'], group['weight_decay'] != 0 and not group['decoupled_weight_decay']
+            for p in group['params']:
+                if p.grad is None or p not in hv: continue
+                # L2 decay: Adam runs on E + (λ/2)‖θ‖², whose gradient is g + λθ and whose Hessian is H + λI
+                terms[p] = (p.grad.add(p, alpha=wd), hv[p].add(_direction(p, group), alpha=wd)) if coupled else (p.grad, hv[p])
+        return terms
+
     @torch.no_grad()
     def step(self, closure=None, *, hvps: list[Tensor] | None = None):
-        "One step: `closure()` returns the loss, not backpropagated; or `.grad` holds g and `hvps` holds H(g/R) (see above)."
+        "One step: `closure()` returns the loss, not backpropagated; or `.grad` holds g and `hvps` holds H F (see above)."
         need = any(lam != 0 for lam in self._penalties())
         loss = None
         if closure is not None: loss, hvps = self._gradient_and_hvps(closure, need)
@@ -168,37 +225,45 @@ class PenalizedAdam(Adam):
             raise ValueError("a step with a nonzero penalty needs a closure that returns the loss, or hvps=H(g/R)")
         if need and len(hvps) != len(self.penalty_params()):
             raise ValueError(f"hvps must hold one tensor per parameter of penalty_params(), {len(self.penalty_params())}, got {len(hvps)}")
+        terms = self._penalty_terms(hvps) if need else {}
         super().step()
-        if need:
-            hv = dict(zip(self.penalty_params(), hvps))
-            for group in self.param_groups:
-                by_step = {}
-                for p in group['params']:
-                    if p.grad is not None: by_step.setdefault(int(self.state[p]['step']) - 1, []).append(p)
-                for n, ps in by_step.items():
-                    decoupled_penalty_(ps, [p.grad for p in ps], [hv[p] for p in ps], lr=group['lr'],
-                                       penalty=penalty_schedule(group['penalty'])(n), eps=group['eps'])
+        for group in self.param_groups:
+            by_step = {}
+            for p in group['params']:
+                if p in terms: by_step.setdefault(int(self.state[p]['step']) - 1, []).append(p)
+            for n, ps in by_step.items():
+                decoupled_penalty_(ps, [terms[p][0] for p in ps], [terms[p][1] for p in ps], lr=group['lr'],
+                                   penalty=penalty_schedule(group['penalty'])(n), eps=group['eps'], eps_inside=group['eps_inside'])
         return loss
 
 # %% ../nbs/13_penalty.ipynb
 def penalized_adam_trajectory(loss: Loss, theta0: Tensor, *, h: float, steps: int, beta: float, rho: float, eps: float,
                               penalty: float | Callable[[int], float] = 0.0, # λ, or n ↦ λ_n
                               mode: str = 'decoupled',                       # 'decoupled' or 'coupled'
+                              eps_inside: bool = True,                       # False: torch's placement, S = |g| + ε
+                              weight_decay: float = 0.0,                     # decoupled, as AdamW's (and the fields')
                              ) -> Tensor:
     "Full-batch Adam iterates θ⁽ⁿ⁾, n = 0..steps, with the one-norm penalty decoupled or coupled; shape [steps+1, p]."
     check_hyperparameters(h, beta, rho, eps)
     if mode not in ('decoupled', 'coupled'): raise ValueError(f"mode must be 'decoupled' or 'coupled', got mode={mode!r}")
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got steps={steps!r}")
+    eps_inside, wd = as_flag('eps_inside', eps_inside), check_weight_decay(weight_decay)
     lam, kw = penalty_schedule(penalty), dict(lr=h, beta=beta, rho=rho, eps=eps)
+    if not eps_inside or wd: kw.update(eps_inside=eps_inside, weight_decay=wd)
+    def direction(theta):   # g ↦ F at θ: g/R as before; g/S for ε outside; + λθ with weight decay
+        if eps_inside and not wd: return lambda g: g / (g.pow(2) + eps).sqrt()
+        return lambda g: wd * theta + perturbed_sign(g, eps, eps_inside=eps_inside)
     theta, state = theta0.detach(), adam_init(theta0)
     out = [theta]
     for n in range(steps):
         l = lam(n)
-        if l == 0: theta, state = adam_step(theta, gradient(loss, theta), state, **kw)
-        elif mode == 'coupled': theta, state = adam_step(theta, gradient(coupled_loss(loss, l, eps=eps), theta), state, **kw)
+        step = lambda g: adam_step(theta, g, state, **kw, **({'decoupled_weight_decay': True} if wd else {}))
+        if l == 0: theta, state = step(gradient(loss, theta))
+        elif mode == 'coupled':
+            theta, state = step(gradient(coupled_loss(loss, l, eps=eps, eps_inside=eps_inside, weight_decay=wd), theta))
         else:
-            g, u = grad_and_hvp(loss, theta, lambda g: g / (g.pow(2) + eps).sqrt())
+            g, u = grad_and_hvp(loss, theta, direction(theta))
             theta, state = penalized_adam_step(theta, g, u, state, penalty=l, **kw)
         out.append(theta)
     return torch.stack(out)

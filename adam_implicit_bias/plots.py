@@ -4,14 +4,14 @@
 
 # %% ../nbs/05_plots.ipynb 2
 from __future__ import annotations
-import textwrap
+import io, textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 
-from .files import atomic_write_json
+from .files import atomic_write_bytes, atomic_write_json
 
 # %% auto 0
 __all__ = ['STYLE', 'SIZES', 'figure_style', 'value_colors', 'add_caption', 'save_figure', 'save_numbers']
@@ -58,11 +58,13 @@ def save_figure(fig,                # a matplotlib figure
                 out_dir: str | Path,# folder to write into (created if needed)
                 *, scale: str,      # the scale it was computed at, stamped on the figure
                ) -> list[Path]:
-    "Stamp the scale on `fig`, save it as PDF and PNG, close it and return the two paths."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    "Stamp the scale on `fig`, save it as PDF and PNG (atomically; a link there is replaced), close it and return the two paths."
     fig.text(0.995, 0.005, f'scale: {scale}', ha='right', va='bottom', fontsize=SIZES['stamp'], color='0.45')
-    paths = [out_dir/f'{name}.{ext}' for ext in ('pdf', 'png')]
-    for p in paths: fig.savefig(p, dpi=STYLE['savefig.dpi'], bbox_inches='tight', metadata=_REPRODUCIBLE[p.suffix])
+    paths = [Path(out_dir)/f'{name}.{ext}' for ext in ('pdf', 'png')]
+    for p in paths:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=p.suffix[1:], dpi=STYLE['savefig.dpi'], bbox_inches='tight', metadata=_REPRODUCIBLE[p.suffix])
+        atomic_write_bytes(p, buf.getvalue())
     plt.close(fig)
     return paths
 

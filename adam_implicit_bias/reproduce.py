@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_reproduce.ipynb 2
 from __future__ import annotations
-import argparse, os, platform, re, subprocess, sys, tempfile, time
+import argparse, hashlib, json, logging, os, platform, re, signal, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -12,14 +12,16 @@ from typing import NamedTuple
 from tqdm.auto import tqdm
 
 from .files import atomic_write_json, read_json, sha256, repo_dir, PACKAGE_DIR
-from .runs import default_jobs, torch_build
+from .runs import Terminated, default_jobs, sigterm_as_interrupt, torch_build
 from .scales import SCALES, check_scale
 
 # %% auto 0
-__all__ = ['NOTEBOOKS', 'MANIFEST_KEYS', 'Notebook', 'figure_ids', 'parse_ids', 'select', 'notebooks_dir', 'NotebookFailed',
-           'read_parameters', 'run_notebook', 'environment', 'gather_numbers', 'write_manifest', 'writable_folder',
+__all__ = ['NOTEBOOKS', 'SOURCES', 'PROVENANCE_KEYS', 'MANIFEST_KEYS', 'Notebook', 'figure_ids', 'parse_ids', 'select',
+           'notebooks_dir', 'NotebookFailed', 'read_parameters', 'unlink_links', 'run_notebook', 'provenance',
+           'environment', 'folder_sources', 'gather_numbers', 'write_manifest', 'folder_problem', 'writable_folder',
            'summary', 'run_one', 'reproduce', 'check_png', 'check_pdf', 'check_numbers', 'check_table1',
-           'table1_contract', 'check_file', 'check_run', 'read_manifest', 'check', 'parser', 'main']
+           'table1_contract', 'check_file', 'check_run', 'read_manifest', 'check_sources', 'check_manifest_numbers',
+           'source_notes', 'check', 'parser', 'main']
 
 # %% ../nbs/12_reproduce.ipynb
 class Notebook(NamedTuple):
@@ -95,6 +97,11 @@ def _quiet_kernel_manager(log: Path):
             with open(log, 'ab') as f: return await super().start_kernel(**{'stderr': f, **kw})
     return QuietKernelManager
 
+def unlink_links(paths: list[Path]) -> None:
+    "Remove each of `paths` that is a symbolic link, so that what is written there next is a new file, not the link's target."
+    for p in paths:
+        if p.is_symlink(): p.unlink()
+
 def _failure(e, cells, nb_path: Path, executed: Path) -> NotebookFailed:
     "The `NotebookFailed` for papermill's error `e`: the notebook, the cell as a reader counts it, and the error."
     i = _cell_number(cells, e.source)
@@ -104,19 +111,20 @@ def _failure(e, cells, nb_path: Path, executed: Path) -> NotebookFailed:
 
 # %% ../nbs/12_reproduce.ipynb
 def run_notebook(nb_path: str | Path,      # the notebook to run
-                 executed: str | Path,     # where to write the executed copy
+                 executed: str | Path,     # where to write the executed copy (a symbolic link there is replaced, not followed)
                  parameters: dict,         # papermill parameters; those the notebook does not declare are left out
                  *, progress: bool = True, # a progress bar over the notebook's cells
                 ) -> Path:
     "Run `nb_path` with papermill and its parameters; return the executed copy's path, or raise `NotebookFailed`."
     import papermill as pm
-    nb_path, executed = Path(nb_path).resolve(), Path(executed).resolve()
+    nb_path, executed = Path(nb_path).resolve(), Path(executed).parent.resolve()/Path(executed).name
     cells, declared = read_parameters(nb_path)
     executed.parent.mkdir(parents=True, exist_ok=True)
+    log = executed.with_suffix('.kernel.log')
+    unlink_links([executed, log])
     try:
         pm.execute_notebook(nb_path, executed, parameters={k: v for k, v in parameters.items() if k in declared},
-                            cwd=nb_path.parent, kernel_name='python3',
-                            kernel_manager_class=_quiet_kernel_manager(executed.with_suffix('.kernel.log')),
+                            cwd=nb_path.parent, kernel_name='python3', kernel_manager_class=_quiet_kernel_manager(log),
                             progress_bar=dict(desc=nb_path.name, leave=False) if progress else False)
     except pm.PapermillExecutionError as e: raise _failure(e, cells, nb_path, executed) from None
     except Exception as e: # the kernel died, or could not start, ...
@@ -124,48 +132,88 @@ def run_notebook(nb_path: str | Path,      # the notebook to run
     return executed
 
 # %% ../nbs/12_reproduce.ipynb
+SOURCES = ('adam_implicit_bias', 'nbs', 'settings.ini', 'setup.py', 'pyproject.toml')  # what the figures are made from (in a checkout)
+PROVENANCE_KEYS = ('git_commit', 'git_dirty', 'git_diff_sha256', 'source', 'package_version', 'torch_version')
+
 def _git(*args) -> str | None:
     if (repo := repo_dir()) is None: return None
     try: r = subprocess.run(['git', '--no-optional-locks', *args], cwd=repo, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError): return None
     return r.stdout.strip() if r.returncode == 0 else None
 
-def environment(jobs: int | None = None) -> dict:
-    "Where and with what the figures are being made: source, versions, device, platform, jobs and threads per run."
-    import torch, adam_implicit_bias
-    dirty = _git('status', '--porcelain', '--untracked-files=no')
+def provenance() -> dict:
+    "What figures made now are made from: commit, uncommitted changes to `SOURCES` (and their hash), checkout or package, versions."
+    import adam_implicit_bias
+    dirty = _git('status', '--porcelain', '--untracked-files=no', '--', *SOURCES)
+    diff = _git('diff', 'HEAD', '--', *SOURCES) if dirty else None
     return dict(git_commit=_git('rev-parse', 'HEAD'), git_dirty=None if dirty is None else bool(dirty),
+                git_diff_sha256=hashlib.sha256(diff.encode()).hexdigest() if diff else None,
                 source='git checkout' if repo_dir() else f'installed package ({PACKAGE_DIR})',
-                package_version=adam_implicit_bias.__version__, torch_version=torch_build(),
-                python_version=platform.python_version(),
+                package_version=adam_implicit_bias.__version__, torch_version=torch_build())
+
+def environment(jobs: int | None = None) -> dict:
+    "Where and with what the figures are being made: `provenance()`, Python, device, platform, jobs and threads per run."
+    import torch
+    return dict(**provenance(), python_version=platform.python_version(),
                 device=f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else 'cpu',
                 platform=platform.platform(), cpu_count=os.cpu_count(), jobs=jobs or default_jobs(), threads_per_run=1)
 
-def gather_numbers(out_dir: str | Path) -> dict:
-    "The measured numbers of every figure in `out_dir`: each `<name>.json` but the manifest, keyed by name."
-    return {p.stem: read_json(p, default={'error': 'unreadable JSON'}) for p in sorted(Path(out_dir).glob('*.json'))
-            if p.name != 'MANIFEST.json'}
-
 # %% ../nbs/12_reproduce.ipynb
+def _finished(entry) -> bool: return isinstance(entry, dict) and entry.get('status') == 'ok'
+
+def folder_sources(entries: dict) -> dict:
+    "The provenance a folder can claim: each key where every finished notebook agrees (else None), git_dirty if any, mixed_sources."
+    records = [e for e in entries.values() if _finished(e)]
+    values = {k: {json.dumps(e.get(k)) for e in records} for k in PROVENANCE_KEYS}
+    out = {k: json.loads(next(iter(v))) if len(v) == 1 else None for k, v in values.items()}
+    dirty = [e.get('git_dirty') for e in records]
+    out['git_dirty'] = True if True in dirty else False if dirty and all(d is False for d in dirty) else None
+    return {**out, 'mixed_sources': [k for k, v in values.items() if len(v) > 1]}
+
+def gather_numbers(out_dir: str | Path, # the figures folder
+                   scale: str,          # the manifest's scale
+                   entries: dict,       # the manifest's notebooks: name -> record
+                  ) -> dict:
+    "The numbers each finished notebook measured: its `<name>.json` files, if still the ones recorded and of `scale`, by name."
+    numbers = {}
+    for e in (e for e in entries.values() if _finished(e) and isinstance(e.get('files'), dict)):
+        for f, digest in sorted(e['files'].items()):
+            p = Path(out_dir)/f
+            if p.suffix == '.json' and p.is_file() and sha256(p) == digest and (n := read_json(p, {})).get('scale') == scale:
+                numbers[p.stem] = n
+    return numbers
+
 def write_manifest(out_dir: str | Path, # the figures folder
                    scale: str,          # the scale of this run
-                   runs: dict,          # notebook name -> {status, wall_s, figures, files, error}
+                   runs: dict,          # notebook name -> {status, wall_s, figures, files, error, provenance keys}
                    env: dict,           # `environment()`
                   ) -> Path:
     "Write `out_dir/MANIFEST.json`, keeping same-scale entries of notebooks not in `runs`."
     path = Path(out_dir)/'MANIFEST.json'
     old = read_json(path, default={})
     kept = old.get('notebooks', {}) if isinstance(old, dict) and old.get('scale') == scale else {}
+    notebooks = {**kept, **runs}
     return atomic_write_json(path, dict(scale=scale, created=datetime.now(timezone.utc).isoformat(timespec='seconds'),
-                                        **env, notebooks={**kept, **runs}, numbers=gather_numbers(out_dir)))
+                                        **{**env, **folder_sources(notebooks)}, notebooks=notebooks,
+                                        numbers=gather_numbers(out_dir, scale, notebooks)))
 
 # %% ../nbs/12_reproduce.ipynb
+def folder_problem(path: str | Path, # a folder to create (with its parents) or reuse
+                   what: str,        # what it is for, for the message
+                  ) -> str | None:
+    "Why `path` cannot be used as a folder, found without creating anything; None if it can."
+    path = Path(path).expanduser().resolve()
+    if path.exists(): return None if path.is_dir() else f"{what} {path} is a file, not a folder"
+    above = next(p for p in path.parents if p.exists())
+    if not above.is_dir(): return f"{what} {path} cannot be made: {above} is a file, not a folder"
+    return None if os.access(above, os.W_OK | os.X_OK) else f"{what} {path} cannot be written ({above} is read-only)"
+
 def writable_folder(path: str | Path, # a folder to create (with its parents) or reuse
                     what: str,        # what it is for, for the message
                    ) -> Path:
     "`path`, resolved and created; a `ValueError` saying why if it is a file or cannot be written."
+    if why := folder_problem(path, what): raise ValueError(why)
     path = Path(path).expanduser().resolve()
-    if path.exists() and not path.is_dir(): raise ValueError(f"{what} {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
@@ -175,10 +223,11 @@ def writable_folder(path: str | Path, # a folder to create (with its parents) or
 # %% ../nbs/12_reproduce.ipynb
 def summary(runs: dict) -> str:
     "A table of the notebooks run (status, wall time, files written), a total, then each error in full."
-    rows = [f"{'notebook':<28}{'status':<13}{'wall':>9}  outputs"]
+    w = max([28] + [len(name) + 2 for name in runs])   # the notebook column, wide enough for the longest name
+    rows = [f"{'notebook':<{w}}{'status':<13}{'wall':>9}  outputs"]
     for name, r in runs.items():
         out = f"{len(r['files'])} files ({', '.join(r['figures'])})" if r['status'] == 'ok' else 'none: see below'
-        rows.append(f"{name:<28}{r['status']:<13}{r['wall_s'] or 0:>8.1f}s  {out}")
+        rows.append(f"{name:<{w}}{r['status']:<13}{r['wall_s'] or 0:>8.1f}s  {out}")
     ok = sum(r['status'] == 'ok' for r in runs.values())
     total = sum(r['wall_s'] or 0 for r in runs.values())
     rows.append(f"{len(runs)} notebook(s): {ok} ok, {len(runs) - ok} not; {total:.1f}s in all")
@@ -191,9 +240,11 @@ def run_one(nb: Notebook,          # a registered notebook
             nbs: Path,             # the notebooks folder
             progress: bool = True, # a progress bar over the cells
            ) -> dict:
-    "Run `nb` and check that it (re)wrote its files; the record: status, scale, figures, files and their SHA-256, wall time, error."
+    "Run `nb` and check that it (re)wrote its files; its record: status, files and their SHA-256, wall time, error, provenance."
     out, names = Path(parameters['out_dir']), [f for fs in nb.figures.values() for f in fs]
     started, t0, error = time.time() - 1, time.perf_counter(), None # (file times may be rounded down)
+    made_from = provenance()
+    unlink_links([out/f for f in names])
     try:
         run_notebook(nbs/nb.name, executed/nb.name, parameters, progress=progress)
         if stale := [f for f in names if not (out/f).is_file() or (out/f).stat().st_mtime < started]:
@@ -202,14 +253,14 @@ def run_one(nb: Notebook,          # a registered notebook
     files = {f: sha256(out/f) for f in names} if error is None else {}
     return dict(status='failed' if error else 'ok', scale=parameters['scale'], figures=list(nb.figures), files=files,
                 notebook_sha256=sha256(nbs/nb.name) if (nbs/nb.name).is_file() else None,
-                wall_s=round(time.perf_counter() - t0, 2), error=error)
+                wall_s=round(time.perf_counter() - t0, 2), error=error, **made_from)
 
 # %% ../nbs/12_reproduce.ipynb
 def reproduce(scale: str = 'ci',                # one of `SCALES`
               only: str | list | None = None,    # figure ids (see `figure_ids`); None for all
               out: str | Path = 'figures',       # the folder for figures, tables and `MANIFEST.json`
               executed: str | Path = 'executed', # the folder for the executed notebooks
-              results: str | Path | None = None, # the results folder passed to the notebooks; None: their default
+              results: str | Path | None = None, # the results folder for the notebooks; None: `files.results_dir()`'s
               nbs: str | Path | None = None,     # the notebooks folder; None: `notebooks_dir()`
               notebooks=NOTEBOOKS,               # the registry
               progress: bool = True,             # progress bars and the closing summary
@@ -219,16 +270,23 @@ def reproduce(scale: str = 'ci',                # one of `SCALES`
     "Run the experiment notebooks for `only` at `scale`; write `out` and its manifest; return the records by notebook."
     check_scale(scale)
     todo, nbs = select(only, notebooks), Path(nbs or notebooks_dir()).resolve()
-    out, executed = writable_folder(out, 'the output folder'), writable_folder(executed, 'the folder for executed notebooks')
-    params = dict(scale=scale, out_dir=str(out), results=results and str(writable_folder(results, 'the results folder')),
-                  jobs=jobs, keep_going=keep_going)
+    folders = [(out, 'the output folder'), (executed, 'the folder for executed notebooks')] + ([(results, 'the results folder')]
+                                                                                             if results else [])
+    if problems := [why for f in folders if (why := folder_problem(*f))]: raise ValueError(problems[0])   # before any is made
+    out, executed, *results = (writable_folder(*f) for f in folders)
+    params = dict(scale=scale, out_dir=str(out), results=str(results[0]) if results else None, jobs=jobs, keep_going=keep_going)
     env, runs = environment(jobs), {}
     try:
-        for nb in tqdm(todo, desc=f'reproduce at scale {scale}', unit='notebook', disable=not progress):
-            runs[nb.name] = dict(status='interrupted', scale=scale, figures=list(nb.figures), files={}, wall_s=None,
-                                 error=f"{nb.name}: interrupted") # until it returns
-            runs[nb.name] = run_one(nb, params, executed=executed, nbs=nbs, progress=progress)
-            write_manifest(out, scale, runs, env)
+        with sigterm_as_interrupt():   # SIGTERM (from `timeout`, say) unwinds as Ctrl-C does: the kernel and its workers stop
+            for nb in tqdm(todo, desc=f'reproduce at scale {scale}', unit='notebook', disable=not progress):
+                runs[nb.name] = dict(status='interrupted', scale=scale, figures=list(nb.figures), files={}, wall_s=None,
+                                     error=f"{nb.name}: interrupted") # until it returns
+                runs[nb.name] = run_one(nb, params, executed=executed, nbs=nbs, progress=progress)
+                write_manifest(out, scale, runs, env)
+    except Terminated:
+        for r in runs.values():
+            if r['status'] == 'interrupted': r['error'] += ' by SIGTERM'
+        raise
     finally: # after an interruption too
         write_manifest(out, scale, runs, env)
         if progress: print(summary(runs) + f"\n\nfigures: {out}\nmanifest: {out/'MANIFEST.json'}")
@@ -294,20 +352,23 @@ def check_file(path: Path,     # an output file
                scale: str,     # the scale the manifest records
                digest: str | None, # its SHA-256 in the manifest (None: not recorded)
                table1_contract,  # scale -> (rows, columns) that Table 1 must have
+               need_digest: bool = True, # whether a missing SHA-256 is a problem (it is for a finished notebook's files)
               ) -> list[str]:
-    "Problems with one output file: missing, not what the manifest recorded, or unsound by its kind."
+    "Problems with one output file: missing, not what the manifest recorded (or no record of it), or unsound by its kind."
     if not path.is_file() or path.stat().st_size == 0: return [f"{path.name}: missing or empty"]
     if digest is not None and sha256(path) != digest:
         return [f"{path.name}: SHA-256 differs from the manifest's: not the file that `reproduce` wrote (replaced or edited)"]
-    if path.suffix == '.png': return check_png(path)
-    if path.suffix == '.pdf': return check_pdf(path)
-    if path.suffix == '.json': return check_numbers(path, scale)
-    if path.suffix != '.csv': return []
+    unrecorded = f"{path.name}: no SHA-256 in the manifest: cannot tell whether it is the file that `reproduce` wrote"
+    problems = [unrecorded] if digest is None and need_digest else []
+    if path.suffix == '.png': return problems + check_png(path)
+    if path.suffix == '.pdf': return problems + check_pdf(path)
+    if path.suffix == '.json': return problems + check_numbers(path, scale)
+    if path.suffix != '.csv': return problems
     import pandas as pd
     try:
-        if path.name == 'table1.csv': return check_table1(path, *table1_contract(scale))
-        return [] if len(pd.read_csv(path)) else [f"{path.name}: no rows"]
-    except Exception as e: return [f"{path.name}: could not be read or checked ({type(e).__name__}: {e})"]
+        if path.name == 'table1.csv': return problems + check_table1(path, *table1_contract(scale))
+        return problems + ([] if len(pd.read_csv(path)) else [f"{path.name}: no rows"])
+    except Exception as e: return problems + [f"{path.name}: could not be read or checked ({type(e).__name__}: {e})"]
 
 # %% ../nbs/12_reproduce.ipynb
 def check_run(name: str, run, scale: str) -> list[str]:
@@ -320,11 +381,47 @@ def check_run(name: str, run, scale: str) -> list[str]:
 def read_manifest(folder: Path) -> tuple[dict | None, list[str]]:
     "The manifest in `folder` and the problems with its shape (no manifest if it is unusable)."
     if not folder.is_dir(): return None, [f"{folder} is not a folder (give the folder that `reproduce --out` wrote)"]
-    manifest = read_json(folder/'MANIFEST.json')
+    path = folder/'MANIFEST.json'
+    if path.exists() and not path.is_file(): return None, [f"MANIFEST.json: not a regular file (a folder, a FIFO, ...) in {folder}"]
+    manifest = read_json(path)
     if not isinstance(manifest, dict): return None, [f"MANIFEST.json: missing or not a JSON object in {folder}"]
     problems = [f"MANIFEST.json: no key {k!r}" for k in MANIFEST_KEYS if k not in manifest]
     if not isinstance(manifest.get('notebooks', {}), dict): return None, problems + ["MANIFEST.json: 'notebooks' is not an object"]
     return manifest, problems
+
+# %% ../nbs/12_reproduce.ipynb
+def _source_text(run: dict) -> str:
+    "Where a notebook's entry says it was made from, in a few words."
+    if 'git_commit' not in run: return 'no recorded source (written by an older adam-ib)'
+    where = run['git_commit'][:10] if run['git_commit'] else run.get('source') or 'an unknown source'
+    if run.get('git_dirty'): where += f" (with uncommitted changes {(run.get('git_diff_sha256') or '?')[:8]})"
+    return f"{where}, package {run.get('package_version')}, torch {run.get('torch_version')}"
+
+def check_sources(runs: dict) -> list[str]:
+    "A problem if the finished notebooks among `runs` (name -> record) were made from different sources."
+    made = {name: run for name, run in runs.items() if _finished(run)}
+    if len({tuple(json.dumps(r.get(k)) for k in PROVENANCE_KEYS) for r in made.values()}) <= 1: return []
+    return ["MANIFEST.json: made from different sources: " + '; '.join(f"{n} from {_source_text(r)}" for n, r in made.items())]
+
+def check_manifest_numbers(folder: Path, manifest: dict, files: list[str], notebooks) -> list[str]:
+    "Problems with the manifest's `numbers`: one of the JSON `files` missing or different, or a key of no notebook in the registry."
+    numbers = manifest.get('numbers')
+    if not isinstance(numbers, dict): return ["MANIFEST.json: 'numbers' is not an object"]
+    known = {Path(f).stem for nb in notebooks if _finished(manifest['notebooks'].get(nb.name))
+             for fs in nb.figures.values() for f in fs if f.endswith('.json')}
+    problems = [f"MANIFEST.json: numbers.{k} belongs to no notebook's files" for k in sorted(set(numbers) - known)]
+    for f in (f for f in files if f.endswith('.json') and (folder/f).is_file()):
+        if Path(f).stem not in numbers: problems.append(f"MANIFEST.json: numbers.{Path(f).stem} is missing")
+        elif numbers[Path(f).stem] != read_json(folder/f): problems.append(f"MANIFEST.json: numbers.{Path(f).stem} differ from {f}")
+    return problems
+
+def source_notes(manifest: dict, names: list[str]) -> list[str]:
+    "A note for the finished notebooks among `names` made from uncommitted changes, by commit."
+    runs = manifest.get('notebooks', {})
+    by_commit = {}
+    for n in names:
+        if _finished(runs.get(n)) and runs[n].get('git_dirty'): by_commit.setdefault(str(runs[n].get('git_commit'))[:10], []).append(n)
+    return [f"note: made from uncommitted changes to the sources at {c}: {', '.join(ns)}" for c, ns in by_commit.items()]
 
 # %% ../nbs/12_reproduce.ipynb
 def check(folder: str | Path,             # a folder written by `reproduce`
@@ -336,14 +433,16 @@ def check(folder: str | Path,             # a folder written by `reproduce`
     folder, ids = Path(folder), parse_ids(only, notebooks)
     manifest, problems = read_manifest(folder)
     if manifest is None: return problems
-    scale = manifest.get('scale')
+    scale, runs, checked = manifest.get('scale'), manifest.get('notebooks', {}), []
     for nb in select(ids, notebooks):
-        run = manifest.get('notebooks', {}).get(nb.name)
+        run = runs.get(nb.name)
         problems += check_run(nb.name, run, scale)
         digests = run.get('files') if isinstance(run, dict) and isinstance(run.get('files'), dict) else {}
         for f in (f for i in nb.figures if i in ids for f in nb.figures[i]):
-            problems += check_file(folder/f, scale, digests.get(f), table1_contract)
-    return problems
+            if _finished(run): checked.append(f)
+            problems += check_file(folder/f, scale, digests.get(f), table1_contract, need_digest=_finished(run))
+    problems += check_manifest_numbers(folder, manifest, checked, notebooks)
+    return problems + check_sources({nb.name: runs.get(nb.name) for nb in select(ids, notebooks)})
 
 # %% ../nbs/12_reproduce.ipynb
 def _arg(parse):
@@ -354,7 +453,8 @@ def _arg(parse):
     return f
 
 def _jobs(s: str) -> int:
-    if not s.isdigit() or int(s) < 1: raise ValueError(f"--jobs must be a whole number >= 1, got {s!r}")
+    "`--jobs`: plain ASCII digits ('²' and '٣' are digits to `str.isdigit`, not numbers to type)."
+    if not re.fullmatch('[0-9]+', s) or int(s) < 1: raise ValueError(f"--jobs must be a whole number >= 1, got {s!r}")
     return int(s)
 
 # %% ../nbs/12_reproduce.ipynb
@@ -370,7 +470,8 @@ def parser(notebooks=NOTEBOOKS) -> argparse.ArgumentParser:
     r.add_argument('--only', **ids)
     r.add_argument('--out', default='figures', help='folder for figures, tables and MANIFEST.json (default: figures)')
     r.add_argument('--executed', default='executed', help='folder for the executed notebooks (default: executed)')
-    r.add_argument('--results', default=None, help="results folder for the runs' caches (default: the notebooks' own)")
+    r.add_argument('--results', default=None, help="results folder for the runs' caches (default: ./results where the notebooks "
+                   "run, nbs/results in a checkout; for an installed package, the user's cache, never inside the package)")
     r.add_argument('--nbs', default=None, help=f'folder of the notebooks (default: {notebooks_dir()})')
     r.add_argument('--jobs', default=None, type=_arg(_jobs), help='parallel processes for the runs of a sweep (default: one per core)')
     r.add_argument('--keep-going', action='store_true', help='record failed runs in the figures (and let `check` report them) '
@@ -384,15 +485,21 @@ def parser(notebooks=NOTEBOOKS) -> argparse.ArgumentParser:
 def _reproduce_cli(a, notebooks) -> int:
     try: runs = reproduce(a.scale, a.only, a.out, a.executed, a.results, a.nbs, notebooks, jobs=a.jobs, keep_going=a.keep_going)
     except ValueError as e: print(f"adam-ib reproduce: {e}", file=sys.stderr); return 2
-    except KeyboardInterrupt: print('interrupted: the manifest records what finished', file=sys.stderr); return 130
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM (`Terminated`)
+        logging.getLogger('asyncio').setLevel(logging.CRITICAL)   # not the interrupted cell's traceback again, at exit
+        print(f"{'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}: the manifest records what finished",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return int(any(r['status'] != 'ok' for r in runs.values()))
 
 def _check_cli(a, notebooks) -> int:
-    problems = check(a.folder, a.only, notebooks)
+    problems, ids = check(a.folder, a.only, notebooks), parse_ids(a.only, notebooks)
     if problems: print(f"{a.folder}: {len(problems)} problem(s)\n  " + '\n  '.join(problems), file=sys.stderr)
     else:
-        n = sum(len(fs) for nb in notebooks for i, fs in nb.figures.items() if i in parse_ids(a.only, notebooks))
+        n = sum(len(fs) for nb in notebooks for i, fs in nb.figures.items() if i in ids)
         print(f"{a.folder}: the manifest and all {n} expected files are there, sound and unchanged")
+    manifest, _ = read_manifest(Path(a.folder))
+    for note in source_notes(manifest or {}, [nb.name for nb in select(ids, notebooks)]): print(note)
     return int(bool(problems))
 
 def main(argv: list[str] | None = None, # the arguments; None: `sys.argv[1:]`

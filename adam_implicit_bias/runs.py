@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_runs.ipynb 2
 from __future__ import annotations
-import multiprocessing, os, traceback
+import multiprocessing, os, signal, threading, traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple
@@ -13,7 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto 0
-__all__ = ['torch_threads', 'torch_build', 'default_dtype', 'Failure', 'RunsFailed', 'default_jobs', 'run_parallel']
+__all__ = ['torch_threads', 'torch_build', 'default_dtype', 'Failure', 'RunsFailed', 'default_jobs', 'Terminated',
+           'sigterm_as_interrupt', 'run_parallel']
 
 # %% ../nbs/03b_runs.ipynb
 @contextmanager
@@ -62,6 +63,29 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 # %% ../nbs/03b_runs.ipynb
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, raised where it arrives (see `sigterm_as_interrupt`), so that it unwinds as Ctrl-C does: cleanups run, workers stop."
+
+@contextmanager
+def sigterm_as_interrupt():
+    "Within the block, SIGTERM raises `Terminated` in the main thread instead of ending the process at once (elsewhere: no change)."
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield; return
+    def terminated(signum, frame): raise Terminated('terminated by SIGTERM')
+    before = signal.signal(signal.SIGTERM, terminated)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, before)
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    "Cancel the items not started and end the worker processes now, rather than wait for the runs they hold."
+    workers = list((getattr(pool, '_processes', None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for w in workers: w.terminate()
+    for w in workers:
+        w.join(5)
+        if w.is_alive(): w.kill(); w.join(5)
+
+# %% ../nbs/03b_runs.ipynb
 def run_parallel(fn: Callable,            # a function of one item, importable by name (processes are spawned)
                  items: list,              # what to run
                  *, jobs: int | None = None, # processes; None: `default_jobs()`; 1 runs here, in this process
@@ -76,12 +100,13 @@ def run_parallel(fn: Callable,            # a function of one item, importable b
         out = []
         for it in items: out.append(_call(fn, it)); bar.update(1)
         bar.close(); return out
-    with ProcessPoolExecutor(min(jobs, len(items)), mp_context=multiprocessing.get_context('spawn')) as pool:
-        futures = {pool.submit(_call, fn, it): i for i, it in enumerate(items)}
-        out = [None] * len(items)
-        try:
+    pool, out = ProcessPoolExecutor(min(jobs, len(items)), mp_context=multiprocessing.get_context('spawn')), [None] * len(items)
+    try:
+        with sigterm_as_interrupt():
+            futures = {pool.submit(_call, fn, it): i for i, it in enumerate(items)}
             for f in as_completed(futures): out[futures[f]] = f.result(); bar.update(1)
-        except BaseException: # interrupted: drop what has not started, and let the running ones be killed with the pool
-            pool.shutdown(wait=False, cancel_futures=True); raise
-        finally: bar.close()
+    except BaseException: # interrupted (SIGINT, SIGTERM) or broken: stop the workers now, then say why
+        _stop(pool); raise
+    finally: bar.close()
+    pool.shutdown()
     return out

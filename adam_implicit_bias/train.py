@@ -9,13 +9,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 
 from .optim import Adam, check_hyperparameters
-from .files import json_hash, write_checked, read_checked, write_checked_json, read_checked_json, results_dir
+from .files import (json_hash, write_checked, read_checked, write_checked_json, read_checked_json, results_dir,
+                                      make_folder)
 from .runs import Failure, RunsFailed, default_dtype, default_jobs, run_parallel, torch_threads, torch_build
 from .data import load_cifar10
 from .models import MODELS, make_model, has_batchnorm, ghost_batchnorm
@@ -24,13 +26,13 @@ from .penalty import PenalizedAdam, hessian_vector_products, theory_penalty
 from .bea import twice_differentiable
 
 # %% auto 0
-__all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'EPOCH_KEYS', 'TEST_KEYS', 'PENALTY_KEYS', 'RunConfig', 'check_config',
-           'check_penalty', 'config_dict', 'config_hash', 'describe', 'tf32_mode', 'autocast', 'full_batch_gradient',
-           'epoch_norms', 'evaluate', 'epoch_keys', 'new_history', 'history_is_complete', 'save_checkpoint',
-           'load_checkpoint', 'compile_problem', 'compute_options', 'plain_module', 'compute_settings',
-           'penalty_schedule_of', 'frozen_buffers', 'full_batch_hvps', 'penalty_ratio', 'init_model', 'run_data',
-           'run_dir', 'cached_history', 'Run', 'start_run', 'save_run', 'train_epoch', 'penalty_terms',
-           'penalized_step', 'train_run', 'run_sweep']
+__all__ = ['TRAINER_VERSION', 'PRECISIONS', 'CONV_MODELS', 'INT_FIELDS', 'FLOAT_FIELDS', 'EPOCH_KEYS', 'TEST_KEYS',
+           'PENALTY_KEYS', 'RunConfig', 'normalize_config', 'check_hyper', 'check_config', 'check_penalty',
+           'config_dict', 'config_hash', 'describe', 'tf32_mode', 'autocast', 'full_batch_gradient', 'epoch_norms',
+           'evaluate', 'epoch_keys', 'new_history', 'history_is_complete', 'save_checkpoint', 'load_checkpoint',
+           'compile_problem', 'compute_options', 'plain_module', 'compute_settings', 'penalty_schedule_of',
+           'frozen_buffers', 'full_batch_hvps', 'penalty_ratio', 'init_model', 'run_data', 'run_dir', 'cached_history',
+           'Run', 'start_run', 'save_run', 'train_epoch', 'penalty_terms', 'penalized_step', 'train_run', 'run_sweep']
 
 # %% ../nbs/10_train.ipynb
 TRAINER_VERSION = 5  # 3: threads in the config; verified histories and checkpoints; the small-ε share; fields' norm names
@@ -68,26 +70,66 @@ class RunConfig:
     penalty_lambda: float | None = None           # its coefficient λ, constant ...
     penalty_rho: float | None = None              # ... or the theory's λ_n = h(c_n(β, penalty_rho) − c_n(β, ρ))
 
-    def __post_init__(self): check_config(self)
+    def __post_init__(self): normalize_config(self); check_config(self)
 
 # %% ../nbs/10_train.ipynb
 PRECISIONS = ('fp32', 'tf32', 'bf16')
 CONV_MODELS = ('resnet50', 'cnn')  # the models `channels_last` applies to
+INT_FIELDS = ('seed', 'data_seed', 'epochs', 'chunk', 'eval_every', 'ckpt_every', 'threads', 'n_train', 'n_test', 'compute_chunk')
+FLOAT_FIELDS = ('h', 'beta', 'rho', 'eps', 'penalty_lambda', 'penalty_rho')
 
-def _positive_int(name, v, optional=False):
+def _plain(v):
+    "A numpy scalar or a real 0-d tensor as the Python int or float it holds; anything else as it is."
+    if isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_complex() and v.dtype != torch.bool: return v.item()
+    return int(v) if isinstance(v, np.integer) else float(v) if isinstance(v, np.floating) else v
+
+def normalize_config(c: RunConfig) -> None:
+    "Make the numbers of `c` Python's own, in place: numpy scalars and 0-d tensors of `INT_FIELDS` and `FLOAT_FIELDS`."
+    for name in INT_FIELDS + FLOAT_FIELDS: setattr(c, name, _plain(getattr(c, name)))
+
+def _integer(name, v, least=None, optional=False):
     if optional and v is None: return
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1{' or None' if optional else ''}, got {name}={v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or (least is not None and v < least):
+        raise ValueError(f"{name} must be an integer{f' >= {least}' if least is not None else ''}{' or None' if optional else ''}, "
+                         f"got {name}={v!r}")
+
+def _real(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {name}={v!r}")
+
+def check_hyper(c: RunConfig) -> None:
+    "The step size h, β, ρ and ε, named as the paper names them (the optimizer calls h `lr`)."
+    for name in ('h', 'beta', 'rho', 'eps'): _real(name, getattr(c, name))
+    if c.h < 0: raise ValueError(f"h (the step size) must be >= 0, got h={c.h!r}")
+    for name, what in (('beta', 'the gradient momentum β'), ('rho', 'the squared-gradient momentum ρ')):
+        if not 0 <= getattr(c, name) < 1: raise ValueError(f"{name} ({what}) must lie in [0, 1), got {name}={getattr(c, name)!r}")
+    if c.eps <= 0: raise ValueError(f"eps (ε) must be > 0, got eps={c.eps!r}")
+    check_hyperparameters(c.h, c.beta, c.rho, c.eps)   # and whatever else the optimizer requires
+
+# %% ../nbs/10_train.ipynb
+def _is_device(d) -> bool:
+    "Whether `d` is a string that names a torch device (whether or not this machine has it)."
+    try: return isinstance(d, str) and bool(torch.device(d).type)
+    except (RuntimeError, ValueError): return False
 
 def check_config(c: RunConfig) -> None:
-    "Raise `ValueError` naming the first field of `c` that is out of range."
-    if c.model not in MODELS: raise ValueError(f"model must be one of {', '.join(MODELS)}, got model={c.model!r}")
-    check_hyperparameters(c.h, c.beta, c.rho, c.eps)
-    for name in ('epochs', 'chunk', 'eval_every', 'ckpt_every', 'threads'): _positive_int(name, getattr(c, name))
-    for name in ('n_train', 'n_test', 'compute_chunk'): _positive_int(name, getattr(c, name), optional=True)
+    "Raise `ValueError` naming the first field of `c` that is out of range or of the wrong type."
+    if not isinstance(c.model, str) or c.model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got model={c.model!r}")
+    if not isinstance(c.knobs, dict) or not all(isinstance(k, str) for k in c.knobs):
+        raise ValueError(f"knobs must be a dict of keyword arguments for the model builder, got knobs={c.knobs!r}")
+    try: json.dumps(c.knobs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"knobs must hold JSON data (numbers, strings, lists, dicts): {e}, got knobs={c.knobs!r}") from None
+    check_hyper(c)
+    _integer('seed', c.seed); _integer('data_seed', c.data_seed, least=0)
+    for name in ('epochs', 'chunk', 'eval_every', 'ckpt_every', 'threads'): _integer(name, getattr(c, name), least=1)
+    for name in ('n_train', 'n_test', 'compute_chunk'): _integer(name, getattr(c, name), least=1, optional=True)
     if c.dtype not in ('float32', 'float64'): raise ValueError(f"dtype must be 'float32' or 'float64', got dtype={c.dtype!r}")
     for name in ('eps_inside', 'download', 'channels_last', 'compile'):
         if not isinstance(getattr(c, name), bool): raise ValueError(f"{name} must be True or False, got {name}={getattr(c, name)!r}")
+    if not _is_device(c.device):
+        raise ValueError(f"device must name a torch device (e.g. 'cpu', 'cuda', 'cuda:1'), got device={c.device!r}")
     if c.precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got precision={c.precision!r}")
     if c.precision != 'fp32' and c.dtype != 'float32':
         raise ValueError(f"precision={c.precision!r} needs dtype='float32', got dtype={c.dtype!r}")
@@ -104,9 +146,12 @@ def check_penalty(c: RunConfig) -> None:
     if (c.penalty is None) != (not given) or len(given) > 1:
         raise ValueError(f"a penalty needs its mode and exactly one of penalty_lambda and penalty_rho, got penalty={c.penalty!r}, "
                          f"penalty_lambda={c.penalty_lambda!r}, penalty_rho={c.penalty_rho!r}")
-    if c.penalty_lambda is not None and not (isinstance(c.penalty_lambda, (int, float)) and math.isfinite(c.penalty_lambda)):
+    if c.penalty_lambda is not None and (isinstance(c.penalty_lambda, bool) or not isinstance(c.penalty_lambda, (int, float))
+                                         or not math.isfinite(c.penalty_lambda)):
         raise ValueError(f"penalty_lambda must be a finite number, got penalty_lambda={c.penalty_lambda!r}")
-    if c.penalty_rho is not None: check_hyperparameters(c.h, c.beta, c.penalty_rho, c.eps)
+    if c.penalty_rho is not None:
+        _real('penalty_rho', c.penalty_rho)
+        if not 0 <= c.penalty_rho < 1: raise ValueError(f"penalty_rho must lie in [0, 1), got penalty_rho={c.penalty_rho!r}")
 
 # %% ../nbs/10_train.ipynb
 def config_dict(config: RunConfig) -> dict:
@@ -166,11 +211,12 @@ def full_batch_gradient(model: nn.Module, # the network, put in training mode
     return loss_sum.item() / n, correct.item() / n
 
 # %% ../nbs/10_train.ipynb
-def epoch_norms(model: nn.Module, # holds the full-batch gradient in its `p.grad`
-                eps: float,       # the ε of the perturbed norm
+def epoch_norms(model: nn.Module,          # holds the full-batch gradient in its `p.grad`
+                eps: float,                # the ε of the perturbed norm
+                eps_inside: bool = True,   # the run's placement of ε: the small-ε share compares g² (inside) or |g| (outside) with ε
                ) -> dict[str, float]:
     "`fields.gradient_norms` of the gradient held in `model`, as the history's entries: ‖g‖_{1,ε}, ‖g‖₁, ‖g‖₂, small-ε share."
-    return gradient_norms(model.parameters(), eps)._asdict()
+    return gradient_norms(model.parameters(), eps, eps_inside=eps_inside)._asdict()
 
 # %% ../nbs/10_train.ipynb
 @torch.no_grad()
@@ -211,10 +257,21 @@ def history_is_complete(hist, config: RunConfig) -> bool:
     except (TypeError, KeyError): return False
 
 # %% ../nbs/10_train.ipynb
+def _optim_state(opt: torch.optim.Optimizer) -> dict:
+    "`opt.state_dict()` without the callables of its groups (a penalty schedule): plain data that `weights_only` loads."
+    state = opt.state_dict()
+    return {**state, 'param_groups': [{k: v for k, v in g.items() if not callable(v)} for g in state['param_groups']]}
+
+def _with_callables(state: dict, opt: torch.optim.Optimizer) -> dict:
+    "A saved `_optim_state` with the callables of `opt`'s groups (derived from the config) put back."
+    if len(state['param_groups']) != len(opt.param_groups): raise ValueError("its optimizer has another number of parameter groups")
+    groups = [{**{k: v for k, v in g.items() if callable(v)}, **s} for g, s in zip(opt.param_groups, state['param_groups'])]
+    return {**state, 'param_groups': groups}
+
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, hist: dict) -> None:
     "Write the state needed to resume after `hist['epochs_done']` epochs, with its SHA-256 beside it."
     buf = io.BytesIO()
-    torch.save(dict(model=plain_module(model).state_dict(), optim=opt.state_dict(), history=hist, rng=torch.get_rng_state()), buf)
+    torch.save(dict(model=plain_module(model).state_dict(), optim=_optim_state(opt), history=hist, rng=torch.get_rng_state()), buf)
     write_checked(path, buf.getvalue())
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, config: RunConfig) -> dict | None:
@@ -224,7 +281,8 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, co
         state = torch.load(io.BytesIO(data), map_location=config.device, weights_only=True)
         hist = state['history']
         if hist['hash'] != config_hash(config): raise ValueError(f"it belongs to run {hist['hash']}")
-        plain_module(model).load_state_dict(state['model']); opt.load_state_dict(state['optim']); torch.set_rng_state(state['rng'].cpu())
+        plain_module(model).load_state_dict(state['model']); opt.load_state_dict(_with_callables(state['optim'], opt))
+        torch.set_rng_state(state['rng'].cpu())
         return hist
     except Exception as e:
         warnings.warn(f"ignoring checkpoint {path} ({type(e).__name__}: {e}); starting the run from scratch")
@@ -340,7 +398,8 @@ class Run:
 
 def start_run(config: RunConfig, results: str | Path | None = None, jobs: int = 1) -> Run:
     "Set up `config`'s run: folder, data, model, optimizer; resumed from its checkpoint if a verified one is there."
-    folder, data, model = run_dir(config, results), run_data(config), init_model(config)
+    folder = make_folder(run_dir(config, results), f"the folder of {describe(config)}")   # before any work
+    data, model = run_data(config), init_model(config)
     write_checked_json(folder/'config.json', config_dict(config))
     hyper = dict(lr=config.h, betas=(config.beta, config.rho), eps=config.eps, eps_inside=config.eps_inside)
     opt = (PenalizedAdam(model.parameters(), penalty=penalty_schedule_of(config), **hyper) if config.penalty == 'decoupled'
@@ -362,7 +421,7 @@ def train_epoch(run: Run, n: int) -> bool:
     c, d, hist = run.config, run.data, run.hist
     passes = c.compute_chunk or c.chunk                      # images per forward pass
     loss, acc = full_batch_gradient(run.model, d.x_train, d.y_train, passes, c.precision)
-    norms = epoch_norms(run.model, c.eps)
+    norms = epoch_norms(run.model, c.eps, c.eps_inside)
     lam, us, ratio = penalty_terms(run, n) if c.penalty else (None, None, 0.0)
     if not all(math.isfinite(v) for v in (loss, *norms.values(), ratio)):
         hist.update(diverged=True, diverged_epoch=n, finished=True)

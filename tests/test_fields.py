@@ -204,3 +204,39 @@ def test_flat_loss_and_report_leave_batchnorm_buffers_alone():
     model.eval()   # and in eval mode: the running statistics
     loss_eval, _ = flat_loss(model, torch.nn.functional.cross_entropy, batch)
     assert torch.allclose(loss_eval(theta), torch.nn.functional.cross_entropy(model(batch[0]), batch[1]))
+
+# ------------------------------------------------------------------ issue 24, items 11, 12 and 20: bad input to the norms and the regime
+
+@pytest.mark.parametrize("eps", [-1, 0, 0.0, float('nan'), float('inf')])
+def test_gradient_norms_reject_an_eps_that_is_not_positive(eps):
+    "Item 11: eps=-1 returned NaN norms and eps=0 was accepted."
+    from adam_implicit_bias.fields import gradient_norms
+    with pytest.raises(ValueError, match=f"eps={eps}"):
+        gradient_norms(torch.tensor([1.0, -2.0]), eps)
+
+
+def test_gradient_norms_of_parameters_without_gradients():
+    "Item 20: parameters with no .grad raised 'torch.cat(): expected a non-empty list'."
+    from adam_implicit_bias.fields import gradient_norms
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"none of the 2 parameters given has a \.grad \(call backward\(\) first"):
+        gradient_norms(model.parameters(), 1e-8)
+    with pytest.raises(ValueError, match="the gradient is empty"):
+        gradient_norms(torch.tensor([]), 1e-8)
+    model.weight.grad = torch.ones(2, 3)               # one of two: its gradient alone, as before
+    assert gradient_norms(model.parameters(), 1e-8).one_norm == 6.0
+
+
+def test_gradient_norms_small_eps_share_follows_the_placement():
+    from adam_implicit_bias.fields import gradient_norms
+    g = torch.tensor([1.0, 1e-3, 1e-6, 1e-9])
+    assert gradient_norms(g, 1e-8).small_eps_share == 0.5                    # g² against ε: 1 and 1e-6 exceed 10ε
+    assert gradient_norms(g, 1e-8, eps_inside=False).small_eps_share == 0.75  # |g| against ε: 1, 1e-3 and 1e-6
+
+
+def test_classify_regime_of_an_empty_gradient():
+    "Item 12: an empty gradient gave NaN shares and 'intermediate'."
+    for g in (torch.tensor([]), torch.zeros(0, 3)):
+        for inside in (True, False):
+            with pytest.raises(ValueError, match="grad is empty"):
+                classify_regime(1e-3, 0.9, 0.999, 1e-8, grad=g, eps_inside=inside)

@@ -1,5 +1,5 @@
 "The explicit one-norm penalty (issue 11): its gradient, the decoupled optimizer against the flat trajectory and a chunked pass, and the toy test."
-import functools, io, math
+import functools, io, math, re
 import pytest, torch
 from adam_implicit_bias.bea import flat_loss, grad_and_hvp, gradient
 from adam_implicit_bias.fields import adam_trajectory, perturbed_one_norm
@@ -189,3 +189,168 @@ def test_toy_penalty_reproduces_adam():
     for got, want in zip(spec[['a_b', 'a_decoupled', 'a_coupled']].to_numpy(),     # SPEC §9's table, to its two digits
                          [(9.9e-2, 2.5e-3, 9.6e-2), (7.1e-2, 4.1e-4, 7.0e-2), (4.1e-2, 3.0e-4, 4.0e-2), (2.1e-2, 1.0e-4, 2.1e-2)]):
         assert all(abs(g / w - 1) < 0.05 for g, w in zip(got, want)), (got, want)
+
+
+# ---------------------------------------------------------------- issue 22, item 4: ε outside the square root, and weight decay
+
+from adam_implicit_bias.fields import first_order_field, second_order_field
+from adam_implicit_bias.optim import adam_update_
+from adam_implicit_bias.toy import THETA0, bilinear_loss
+
+
+def test_default_penalized_step_is_the_step_of_before():
+    "With ε inside and no weight decay, PenalizedAdam's step is bit for bit Adam's update followed by −h·λ_n·H(g/R)/R, as before (15 steps)."
+    batch, schedule = data(), functools.partial(theory_penalty, h=1e-3, beta=0.9, rho_target=0.99, rho=0.9)
+    model, ref = mlp(), mlp()
+    opt = PenalizedAdam(model.parameters(), lr=1e-3, betas=(0.9, 0.9), eps=1e-6, penalty=schedule)
+    params = [p.detach() for p in ref.parameters()]
+    ms, vs = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    for n in range(15):
+        opt.step(lambda: F.cross_entropy(model(batch[0]), batch[1]))
+        gs = torch.autograd.grad(F.cross_entropy(ref(batch[0]), batch[1]), list(ref.parameters()), create_graph=True)
+        us = torch.autograd.grad(gs, list(ref.parameters()), [g.detach() / (g.detach().pow(2) + 1e-6).sqrt() for g in gs])
+        gs = [g.detach() for g in gs]
+        adam_update_(params, gs, ms, vs, n, lr=1e-3, beta=0.9, rho=0.9, eps=1e-6)
+        R = torch._foreach_mul(gs, gs); torch._foreach_add_(R, 1e-6); torch._foreach_sqrt_(R)
+        torch._foreach_addcdiv_(params, list(us), R, value=-1e-3 * schedule(n))
+        assert torch.equal(flat(model), flat(ref)), n
+
+
+@pytest.mark.parametrize("eps_inside,wd", [(False, 0.0), (False, 0.1), (True, 0.1)])
+def test_optimizer_with_eps_outside_and_adamw_matches_the_flat_trajectory(eps_inside, wd):
+    "PenalizedAdam(eps_inside, AdamW's weight decay) is penalized_adam_trajectory with the same options: one method."
+    batch, schedule = data(), functools.partial(theory_penalty, h=1e-3, beta=0.9, rho_target=0.99, rho=0.9)
+    model = mlp()
+    E, theta0 = flat_loss(model, F.cross_entropy, batch)
+    opt = PenalizedAdam(model.parameters(), lr=1e-3, betas=(0.9, 0.9), eps=1e-3, penalty=schedule, eps_inside=eps_inside,
+                        weight_decay=wd, decoupled_weight_decay=True)
+    for _ in range(30): opt.step(lambda: F.cross_entropy(model(batch[0]), batch[1]))
+    kw = dict(h=1e-3, steps=30, beta=0.9, rho=0.9, eps=1e-3, eps_inside=eps_inside, weight_decay=wd)
+    traj = penalized_adam_trajectory(E, theta0, penalty=schedule, **kw)
+    plain = penalized_adam_trajectory(E, theta0, **kw)
+    other = penalized_adam_trajectory(E, theta0, penalty=schedule, **(kw | dict(eps_inside=not eps_inside)))
+    print(f"optimizer vs flat trajectory: {(flat(model) - traj[-1]).abs().max().item():.1e}; penalized vs plain: "
+          f"{(traj[-1] - plain[-1]).abs().max().item():.1e}; vs the other placement {(traj[-1] - other[-1]).abs().max().item():.1e}")
+    assert torch.allclose(flat(model), traj[-1], rtol=0, atol=1e-13)
+    assert (traj[-1] - plain[-1]).abs().max() > 1e-6 and (traj[-1] - other[-1]).abs().max() > 1e-6
+
+
+def test_l2_weight_decay_is_the_penalty_of_the_regularized_loss():
+    "torch's coupled decay: PenalizedAdam(weight_decay=λ) on E is PenalizedAdam on E + (λ/2)‖θ‖², its gradient and Hessian."
+    batch, lam = data(), 0.05
+    a, b = mlp(), mlp()
+    oa = PenalizedAdam(a.parameters(), lr=1e-3, betas=(0.9, 0.9), eps=1e-3, penalty=-0.02, eps_inside=False, weight_decay=lam)
+    ob = PenalizedAdam(b.parameters(), lr=1e-3, betas=(0.9, 0.9), eps=1e-3, penalty=-0.02, eps_inside=False)
+    l2 = lambda m: lam / 2 * sum(p.pow(2).sum() for p in m.parameters())
+    for _ in range(12):
+        oa.step(lambda: F.cross_entropy(a(batch[0]), batch[1]))
+        ob.step(lambda: F.cross_entropy(b(batch[0]), batch[1]) + l2(b))
+    plain = mlp(); op = PenalizedAdam(plain.parameters(), lr=1e-3, betas=(0.9, 0.9), eps=1e-3, penalty=-0.02, eps_inside=False)
+    for _ in range(12): op.step(lambda: F.cross_entropy(plain(batch[0]), batch[1]))
+    print(f"L2 decay vs the regularized loss: {(flat(a) - flat(b)).abs().max().item():.1e}; "
+          f"vs no decay: {(flat(a) - flat(plain)).abs().max().item():.1e}")
+    assert torch.allclose(flat(a), flat(b), rtol=0, atol=1e-12) and (flat(a) - flat(plain)).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_chunked_penalty_pass_with_eps_outside_and_weight_decay(decoupled):
+    "The trainer's way (step(hvps=...), H F of E summed over chunks) gives the closure's step with ε outside and weight decay."
+    batch, kw = data(n=30), dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-3, penalty=-0.02, eps_inside=False, weight_decay=0.1,
+                                 decoupled_weight_decay=decoupled)
+    one, chunked = mlp(), mlp()
+    o1, o2 = PenalizedAdam(one.parameters(), **kw), PenalizedAdam(chunked.parameters(), **kw)
+    chunks, params = [(batch[0][i:i + 10], batch[1][i:i + 10]) for i in range(0, 30, 10)], list(chunked.parameters())
+    for _ in range(6):
+        o1.step(lambda: F.cross_entropy(one(batch[0]), batch[1]))
+        o2.zero_grad()
+        for x, y in chunks: (F.cross_entropy(chunked(x), y, reduction='sum') / 30).backward()
+        v, hv = o2.penalty_directions(), [torch.zeros_like(p) for p in params]
+        for x, y in chunks:
+            for acc, h in zip(hv, hessian_vector_products(F.cross_entropy(chunked(x), y, reduction='sum') / 30, params, v)): acc += h
+        o2.step(hvps=hv)
+    assert torch.allclose(flat(one), flat(chunked), rtol=0, atol=1e-13)
+
+
+def test_coupled_loss_with_eps_outside_and_weight_decay():
+    "The coupled control's gradient is g + λ·H F for every placement and decay: F = λ_wd θ + g/D."
+    model, batch = mlp(), data()
+    E, theta = flat_loss(model, F.cross_entropy, batch)
+    for eps_inside, wd in [(True, 0.0), (False, 0.0), (False, 0.3), (True, 0.3)]:
+        D = (lambda g: (g.pow(2) + 1e-3).sqrt()) if eps_inside else (lambda g: g.abs() + 1e-3)
+        g, u = grad_and_hvp(E, theta, lambda g: wd * theta + g / D(g))
+        assert torch.allclose(gradient(coupled_loss(E, 0.7, eps=1e-3, eps_inside=eps_inside, weight_decay=wd), theta), g + 0.7 * u,
+                              rtol=1e-10, atol=1e-14)
+
+
+def test_theory_penalty_is_the_same_for_every_placement_and_decay():
+    "λ_n = h(c_n(β, ρ_t) − c_n(β, ρ)) whatever the placement of ε and the decoupled decay: they change the direction, not λ_n."
+    for n in (0, 3, None):
+        base = theory_penalty(n, h=0.01, beta=0.9, rho_target=0.99, rho=0.9)
+        for kw in (dict(eps_inside=False), dict(weight_decay=0.1), dict(eps_inside=False, weight_decay=0.5)):
+            assert theory_penalty(n, h=0.01, beta=0.9, rho_target=0.99, rho=0.9, **kw) == base
+    with pytest.raises(ValueError, match="weight_decay=-0.1"):
+        theory_penalty(3, h=0.01, beta=0.9, rho_target=0.99, rho=0.9, weight_decay=-0.1)
+    with pytest.raises(ValueError, match="eps_inside='no'"):
+        theory_penalty(3, h=0.01, beta=0.9, rho_target=0.99, rho=0.9, eps_inside='no')
+
+
+def test_closure_that_does_not_return_a_loss_tensor():
+    "Issue 24, item 19: PenalizedAdam.step(lambda: 1.0) raised \"'float' object is not iterable\"."
+    model = mlp()
+    opt = PenalizedAdam(model.parameters(), penalty=0.1)
+    before = flat(model)
+    for closure, what in [(lambda: 1.0, "float 1.0"), (lambda: None, "NoneType None"),
+                          (lambda: torch.tensor(2.0), "without a graph"), (lambda: model(data()[0]), "shape (24, 3)")]:
+        with pytest.raises(TypeError, match=f"the closure must return the loss as a scalar tensor with its graph.*{re.escape(what)}"):
+            opt.step(closure)
+    assert torch.equal(before, flat(model))
+
+
+@pytest.mark.parametrize("bad", [float('nan'), float('inf'), -float('inf')])
+@pytest.mark.parametrize("penalty", [0.0, 0.1])
+def test_non_finite_closure_loss_changes_nothing(bad, penalty):
+    "Issue 24, item 10: a closure returning NaN or inf turned the parameters to NaN without a word."
+    model, batch = mlp(), data()
+    opt = PenalizedAdam(model.parameters(), penalty=penalty)
+    opt.step(lambda: F.cross_entropy(model(batch[0]), batch[1]))
+    before, state = flat(model), {k: v.clone() for k, v in opt.state[model[0].weight].items()}
+    with pytest.raises(ValueError, match=r"non-finite loss \((nan|inf|-inf)\): the step was not taken"):
+        opt.step(lambda: F.cross_entropy(model(batch[0]), batch[1]) * bad)
+    assert torch.equal(before, flat(model))
+    assert all(torch.equal(v, opt.state[model[0].weight][k]) for k, v in state.items())
+
+
+def toy_distances(beta, rho, rho_prime, h, T=1.0, eps=1e-8, eps_inside=False):
+    "SPEC §9's toy test run through penalty.penalized_adam_trajectory: ‖a − b‖, ‖a − decoupled‖, ‖a − coupled‖ at T, and checks on a."
+    lam = functools.partial(theory_penalty, h=h, beta=beta, rho_target=rho, rho=rho_prime, eps_inside=eps_inside)
+    kw = dict(h=h, steps=round(T / h), beta=beta, eps=eps, eps_inside=eps_inside)
+    start = torch.tensor(THETA0, dtype=torch.float64)
+    a = penalized_adam_trajectory(bilinear_loss, start, rho=rho, **kw)
+    runs = dict(b=penalized_adam_trajectory(bilinear_loss, start, rho=rho_prime, **kw),
+                decoupled=penalized_adam_trajectory(bilinear_loss, start, rho=rho_prime, penalty=lam, **kw),
+                coupled=penalized_adam_trajectory(bilinear_loss, start, rho=rho_prime, penalty=lam, mode='coupled', **kw))
+    g = torch.func.vmap(torch.func.grad(bilinear_loss))(a)
+    # Figure 2's validity test with the ε-outside fields: the correction against the first-order step, along a
+    ratio = max(((second_order_field(bilinear_loss, t, h=h, beta=beta, rho=rho, eps=eps, n=n, eps_inside=eps_inside)
+                  - first_order_field(bilinear_loss, t, eps=eps, eps_inside=eps_inside)).norm()
+                 / first_order_field(bilinear_loss, t, eps=eps, eps_inside=eps_inside).norm()).item()
+                for n, t in list(enumerate(a))[::max(1, len(a) // 20)])
+    return {k: (a[-1] - r[-1]).norm().item() for k, r in runs.items()}, (g.abs().min() / eps).item(), ratio
+
+
+@pytest.mark.parametrize("triple", [(0.9, 0.95, 0.9), (0.5, 0.9, 0.5)])
+def test_toy_penalty_reproduces_adam_with_eps_outside(triple):
+    """SPEC §9's toy test with torch's placement of ε, measured as tests/test_penalty.py measures it for the paper's: the decoupled
+    penalty closes the gap between Adam(β, ρ′) and Adam(β, ρ) (10x closer at h = 0.0025, falling faster over the halvings of h),
+    and the same penalty inside the loss moves b by less than 10% of the gap."""
+    hs, check_h = [0.01, 0.005, 0.0025, 0.00125], 0.0025
+    rows = {h: toy_distances(*triple, h) for h in hs}
+    for h, (d, g_over_eps, ratio) in rows.items():
+        print(f"β, ρ, ρ′ = {triple}, h = {h}: ‖a−b‖ {d['b']:.2e}, ‖a−decoupled‖ {d['decoupled']:.2e}, ‖a−coupled‖ {d['coupled']:.2e}; "
+              f"min |g|/ε along a {g_over_eps:.1e}, largest relative correction {ratio:.2f}")
+    assert all(g_over_eps > 1e6 and ratio < 0.5 for _, g_over_eps, ratio in rows.values())   # |g| ≫ ε, the expansion holds
+    d = {h: rows[h][0] for h in hs}
+    assert d[check_h]['decoupled'] <= d[check_h]['b'] / 10
+    assert d[hs[0]]['decoupled'] / d[hs[-1]]['decoupled'] > d[hs[0]]['b'] / d[hs[-1]]['b']
+    if triple[2] == triple[0]: assert all(abs(d[h]['coupled'] / d[h]['b'] - 1) <= 0.1 for h in hs)
+    else: assert all(abs(d[h]['coupled'] / d[h]['b'] - 1) <= 0.1 for h in hs if h <= check_h)

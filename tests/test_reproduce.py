@@ -346,7 +346,9 @@ def installed(tmp_path_factory):
 
 def test_fault_reproduce_after_pip_install_finds_its_notebooks(installed, tmp_path):
     "Issue 13, fault 8: after `pip install .`, `adam-ib reproduce` could not find the notebooks."
-    env = {**os.environ, 'PYTHONPATH': str(installed/'site'), 'ADAM_IB_DATA': str(data_dir()), 'MPLBACKEND': 'Agg'}
+    env = {**os.environ, 'PYTHONPATH': str(installed/'site'), 'ADAM_IB_DATA': str(data_dir()), 'MPLBACKEND': 'Agg',
+           'PYTHONDONTWRITEBYTECODE': '1', 'XDG_CACHE_HOME': str(tmp_path/'cache')}
+    before = hashes(installed/'site')
     run = lambda *args: subprocess.run([sys.executable, '-c', 'import sys; from adam_implicit_bias.reproduce import main; '
                                         'sys.exit(main(sys.argv[1:]))', *args], cwd=tmp_path, env=env, capture_output=True, text=True)
     where = subprocess.run([sys.executable, '-c', 'import adam_implicit_bias.reproduce as R; print(R.notebooks_dir())'],
@@ -358,6 +360,7 @@ def test_fault_reproduce_after_pip_install_finds_its_notebooks(installed, tmp_pa
     assert m['source'].startswith('installed package') and m['git_commit'] is None
     assert m['notebooks']['06_toy.ipynb']['notebook_sha256'] == R.sha256(REPO/'nbs'/'06_toy.ipynb')
     assert run('check', 'figs', '--only', 'fig1').returncode == 0
+    assert hashes(installed/'site') == before                             # issue 24, item 7: nothing written inside the package
 
 
 # ---------------------------------------------------------------- the real registry
@@ -379,3 +382,174 @@ def test_experiment_notebooks_take_the_parameters(name):
     params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
     assert len(params) == 1, f"{name}: {len(params)} cells tagged `parameters`"
     for p in ('scale', 'out_dir', 'results'): assert f'{p} =' in params[0].source, f"{name}: the parameters cell does not set {p}"
+
+
+# ---------------------------------------------------------------- issue 24: faults found by hostile probing
+
+def hashes(folder: Path) -> dict:
+    "SHA-256 of every file under `folder`, by relative path."
+    return {str(p.relative_to(folder)): R.sha256(p) for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_fault_a_symlink_in_out_does_not_write_outside_it(ran, tmp_path):
+    "Issue 24, item 3: `ln -s /elsewhere/victim.png OUT/fig1.png` made reproduce overwrite the victim (savefig follows links)."
+    elsewhere, out, executed = tmp_path/'elsewhere', tmp_path/'out', tmp_path/'executed'
+    for d in (elsewhere, out, executed): d.mkdir()
+    links = {out/'figG.png': 'victim.png', out/'figG.pdf': 'victim.pdf', out/'figG.json': 'victim.json',
+             out/'MANIFEST.json': 'manifest.json', executed/'good.ipynb': 'victim.ipynb', executed/'good.kernel.log': 'victim.log'}
+    for link, victim in links.items(): (elsewhere/victim).write_text(f'{victim}: not to be touched'); link.symlink_to(elsewhere/victim)
+    before = hashes(elsewhere)
+    runs = R.reproduce('cpu', out=out, executed=executed, nbs=ran['dir'], notebooks=ran['reg'][:1], progress=False)
+    assert runs['good.ipynb']['status'] == 'ok', runs
+    assert hashes(elsewhere) == before                                   # nothing outside --out and --executed changed
+    assert not any(link.is_symlink() for link in links) and R.check(out, notebooks=ran['reg'][:1]) == []
+
+
+def draws(nb_path, executed, parameters, progress=True):
+    "Stands for `run_notebook`: the notebook named `figZ.ipynb` draws figure figZ into out_dir, in this process."
+    from adam_implicit_bias.plots import save_figure, save_numbers
+    name = Path(nb_path).stem
+    fig, ax = plt.subplots(); ax.plot([0, 1, 2], [0, 1, 4])
+    save_figure(fig, name, parameters['out_dir'], scale=parameters['scale'])
+    save_numbers(name, {'slope': 2.0}, parameters['out_dir'], scale=parameters['scale'])
+    return executed
+
+
+def fake_git(commit, dirty='', diff=''):
+    "Stands for `reproduce._git` in a checkout at `commit` with `dirty` (porcelain status) and `diff` uncommitted."
+    def git(*args):
+        return {'rev-parse': commit, 'status': dirty, 'diff': diff}.get(args[0])
+    return git
+
+
+DRAWN = (R.Notebook('figA.ipynb', {'figA': R._fig('figA')}), R.Notebook('figB.ipynb', {'figB': R._fig('figB')}))
+
+
+def test_fault_each_notebook_records_the_source_it_was_made_from(tmp_path, monkeypatch, capsys):
+    "Issue 24, item 4: figA made with an edited scales.py, then (reverted) figB into the same folder: MANIFEST said "
+    "git_dirty false with one commit, and check passed."
+    monkeypatch.setattr(R, 'run_notebook', draws)
+    run = lambda only: R.reproduce('ci', only=only, out=tmp_path/'out', executed=tmp_path/'ex', nbs=tmp_path, notebooks=DRAWN,
+                                   progress=False)
+    monkeypatch.setattr(R, '_git', fake_git('a' * 40, ' M adam_implicit_bias/scales.py', '-x = 1\n+x = 2\n')); run('figA')
+    monkeypatch.setattr(R, '_git', fake_git('a' * 40)); run('figB')
+    m = read_json(tmp_path/'out'/'MANIFEST.json')
+    a, b = m['notebooks']['figA.ipynb'], m['notebooks']['figB.ipynb']
+    assert (a['git_commit'], a['git_dirty'], b['git_commit'], b['git_dirty']) == ('a' * 40, True, 'a' * 40, False)
+    assert a['git_diff_sha256'] and b['git_diff_sha256'] is None
+    assert m['git_dirty'] is True and m['mixed_sources'] == ['git_dirty', 'git_diff_sha256']   # the top level claims no single state
+    problems = R.check(tmp_path/'out', notebooks=DRAWN)
+    assert len(problems) == 1 and problems[0].startswith('MANIFEST.json: made from different sources: figA.ipynb from aaaaaaaaaa '
+                                                          '(with uncommitted changes'), problems
+    assert R.check(tmp_path/'out', only='figB', notebooks=DRAWN) == []   # each figure alone is sound
+    # made at two commits: the top level names neither
+    monkeypatch.setattr(R, '_git', fake_git('b' * 40)); run('figA')
+    m = read_json(tmp_path/'out'/'MANIFEST.json')
+    assert m['git_commit'] is None and m['git_dirty'] is False and m['mixed_sources'] == ['git_commit']
+    assert R.check(tmp_path/'out', notebooks=DRAWN)[0].startswith('MANIFEST.json: made from different sources: figA.ipynb from bbbb')
+    # one source with uncommitted changes: sound, but `adam-ib check` says so
+    monkeypatch.setattr(R, '_git', fake_git('b' * 40, ' M nbs/06_toy.ipynb', '+y')); run('figA,figB')
+    assert R.main(['check', str(tmp_path/'out')], DRAWN) == 0
+    assert 'note: made from uncommitted changes to the sources at bbbbbbbbbb: figA.ipynb, figB.ipynb' in capsys.readouterr().out
+
+
+def test_fault_check_verifies_the_manifests_numbers(sound):
+    "Issue 24, item 5: an edited numbers.figX in MANIFEST.json still passed as sound and unchanged."
+    manifest_edit(sound/'MANIFEST.json', lambda m: m['numbers']['figX'].update(scale='cpu'))
+    manifest_edit(sound/'MANIFEST.json', lambda m: m['numbers'].pop('table1'))
+    manifest_edit(sound/'MANIFEST.json', lambda m: m['numbers'].update(fig9={'scale': 'ci'}))
+    assert sorted(check(sound)) == ["MANIFEST.json: numbers.fig9 belongs to no notebook's files",
+                                    'MANIFEST.json: numbers.figX differ from figX.json', 'MANIFEST.json: numbers.table1 is missing']
+
+
+def test_fault_json_of_another_scale_or_notebook_is_not_folded_into_the_manifest(sound):
+    "Issue 24, item 5: leftover JSONs of another scale (or of no notebook) were folded into a manifest's numbers."
+    (sound/'fig4.json').write_text(json.dumps({'figure': 'fig4', 'scale': 'paper'}))   # left over from another run
+    (sound/'notes.json').write_text(json.dumps({'scale': 'ci'}))
+    m = read_json(sound/'MANIFEST.json')
+    R.write_manifest(sound, 'ci', m['notebooks'], R.environment())
+    assert sorted(read_json(sound/'MANIFEST.json')['numbers']) == ['figX', 'table1'] and check(sound) == []
+
+
+@pytest.mark.parametrize('forget', ['one digest', 'files null'])
+def test_fault_a_file_without_a_digest_fails_check(sound, forget):
+    "Issue 24, item 6: with files['figX.png'] deleted (or files null) a valid PNG copied over figX.png passed."
+    edit = (lambda m: m['notebooks']['x.ipynb']['files'].pop('figX.png')) if forget == 'one digest' else \
+           (lambda m: m['notebooks']['x.ipynb'].update(files=None))
+    manifest_edit(sound/'MANIFEST.json', edit)
+    (sound/'figX.png').write_bytes(png_bytes((400, 300)))
+    problems = check(sound)
+    assert 'figX.png: no SHA-256 in the manifest: cannot tell whether it is the file that `reproduce` wrote' in problems, problems
+    if forget == 'files null': assert len(problems) == len([f for fs in REG[0].figures.values() for f in fs]), problems
+
+
+@pytest.mark.parametrize('kind', ['folder', 'fifo'])
+def test_fault_a_manifest_that_is_a_folder_or_a_fifo_is_reported(sound, kind, capsys):
+    "Issue 24, item 16: a MANIFEST.json that is a folder gave a traceback; one that is a FIFO hung `check`."
+    import threading
+    (sound/'MANIFEST.json').unlink()
+    if kind == 'folder': (sound/'MANIFEST.json').mkdir()
+    else: os.mkfifo(sound/'MANIFEST.json')
+    out = {}
+    t = threading.Thread(target=lambda: out.update(status=R.main(['check', str(sound)], REG)), daemon=True)
+    t.start(); t.join(timeout=20)
+    if t.is_alive(): # hung on the FIFO: open its other end so that the thread can finish
+        with open(sound/'MANIFEST.json', 'w'): pass
+        t.join(timeout=5)
+        pytest.fail('check hung on a FIFO')
+    assert out == {'status': 1} and 'MANIFEST.json: not a regular file' in capsys.readouterr().err
+
+
+CACHES = """from adam_implicit_bias.files import results_dir, write_checked_json
+write_checked_json(results_dir(results)/'closeness'/'point.json', {'error': 0.5})   # what 08_closeness does with results=None
+""" + DRAW.replace('NAME', "'figC'")
+
+REPRODUCE_INSTALLED = """import sys
+from adam_implicit_bias import reproduce as R
+sys.exit(R.main(['reproduce', '--out', 'figs', '--executed', 'ex'], (R.Notebook('zz_caches.ipynb', {'figC': R._fig('figC')}),)))
+"""
+
+
+def test_fault_an_installed_package_writes_no_results_inside_itself(installed, tmp_path):
+    "Issue 24, item 7: after `pip install --target T .`, `adam-ib reproduce --only fig3` without --results wrote its caches to "
+    "T/adam_implicit_bias/nbs/results/ (papermill runs a notebook in its own folder, and results defaulted to ./results)."
+    nbs = installed/'site'/'adam_implicit_bias'/'nbs'
+    write_nb(nbs/'zz_caches.ipynb', CACHES)                               # a notebook of the installed package that caches
+    try:
+        before = hashes(installed/'site')
+        env = {**os.environ, 'PYTHONPATH': str(installed/'site'), 'ADAM_IB_DATA': str(data_dir()), 'MPLBACKEND': 'Agg',
+               'XDG_CACHE_HOME': str(tmp_path/'cache'), 'PYTHONDONTWRITEBYTECODE': '1'}
+        env.pop('ADAM_IB_RESULTS', None)
+        r = subprocess.run([sys.executable, '-c', REPRODUCE_INSTALLED], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert hashes(installed/'site') == before                          # nothing written inside the installed package
+        assert (tmp_path/'cache'/'adam_implicit_bias'/'results'/'closeness'/'point.json').is_file()   # but in the user's cache
+    finally: (nbs/'zz_caches.ipynb').unlink()
+
+
+def test_fault_a_bad_results_folder_is_refused_before_any_folder_is_made(tmp_path, capsys):
+    "Issue 24, item 22: --out and --executed were created before a bad --results was rejected."
+    (tmp_path/'results').write_text('a file')
+    argv = ['reproduce', '--only', 'fig1', '--out', str(tmp_path/'out'), '--executed', str(tmp_path/'ex'), '--results']
+    assert R.main(argv + [str(tmp_path/'results')]) == 2
+    assert f"the results folder {tmp_path/'results'} is a file, not a folder" in capsys.readouterr().err
+    assert R.main(argv + [str(tmp_path/'results'/'sub')]) == 2
+    assert f"{tmp_path/'results'} is a file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['results']       # neither --out nor --executed was made
+
+
+@pytest.mark.parametrize('jobs', ['²', '٣', '1.5', '-2', ''])
+def test_fault_jobs_that_is_not_a_plain_number_is_refused_by_name(jobs, capsys):
+    "Issue 24, item 22: `--jobs ²` printed \"invalid literal for int()\"."
+    with pytest.raises(SystemExit) as e: R.parser().parse_args(['reproduce', '--jobs', jobs])   # parsed only: nothing runs
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--jobs must be a whole number >= 1, got {jobs!r}" in err and 'invalid literal' not in err, err
+
+
+def test_fault_the_summary_separates_a_long_notebook_name_from_its_status():
+    "Issue 24, item 22: the summary printed '08b_minibatch_closeness.ipynbok'."
+    runs = {name: dict(status='ok', wall_s=1.0, files={'a.png': '0'}, figures=['a'], error=None)
+            for name in ('06_toy.ipynb', '08b_minibatch_closeness.ipynb', 'a_notebook_with_a_much_longer_name.ipynb')}
+    rows = R.summary(runs).splitlines()
+    assert [r.split()[:2] for r in rows[1:4]] == [[name, 'ok'] for name in runs]
+    assert len({r.index(' ok ') for r in rows[1:4]}) == 1                  # one column for the status

@@ -1,5 +1,5 @@
 "The full-batch trainer: chunked gradients, resume, verified caches and checkpoints, divergence, failed runs, parallel and submitit sweeps, bitwise reproducibility."
-import json, math, os, subprocess, sys, warnings
+import json, math, os, re, subprocess, sys, time, warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -280,3 +280,123 @@ def test_the_penalty_runs_through_attention(float64_default):
     hv = T.full_batch_hvps(model, x, y, [p.grad for p in model.parameters()], chunk=4)
     assert all(torch.isfinite(h).all() for h in hv) and any(h.abs().sum() > 0 for h in hv)
     assert implicit_bias_report(model, F.cross_entropy, (x, y), h=1e-3, beta=0.9, rho=0.999, eps=1e-8).loss > 0
+
+
+# ---------------------------------------------------------------- issue 24: faults found by hostile probing
+
+@needs_cifar
+def test_fault_a_penalty_rho_run_resumes_from_its_checkpoint(tmp_path):
+    "Issue 24, item 1: the optimizer state of a penalty_rho run held a functools.partial, which torch.load(weights_only=True) "
+    "refused: the run warned and restarted at epoch 0."
+    config = replace(TINY, epochs=5, ckpt_every=2, penalty='decoupled', penalty_rho=0.9)
+    full = T.train_run(config, tmp_path/'a', progress=False)
+    T.train_run(config, tmp_path/'b', progress=False, stop_at=3)        # killed at epoch 3; last checkpoint at 2
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                  # a warning would mean the run started from scratch
+        resumed = T.train_run(config, tmp_path/'b', progress=False)
+    assert resumed['finished'] and {k: resumed[k] for k in T.epoch_keys(config)} == {k: full[k] for k in T.epoch_keys(config)}
+
+
+KILLED_WHILE_SAVING = """
+import json, os, sys, time
+from pathlib import Path
+from adam_implicit_bias import train as T
+config, results, when = T.RunConfig(**json.loads(sys.argv[1])), Path(sys.argv[2]), sys.argv[3]
+real_replace, real_fsync, saved = os.replace, os.fsync, []
+def wait_for_the_kill(): (results/'paused').touch(); time.sleep(120)
+def replace(src, dst):
+    real_replace(src, dst)
+    if Path(dst).name == 'checkpoint.pt': saved.append(dst)
+def fsync(fd):
+    real_fsync(fd)
+    name = os.path.basename(os.readlink(f'/proc/self/fd/{fd}'))
+    if when == 'writing_the_data' and name.startswith('.checkpoint.pt.') and '.sha256' not in name and len(saved) == 1:
+        wait_for_the_kill()   # the second checkpoint's bytes are half written
+    if when == 'writing_the_digest' and name.startswith('.checkpoint.pt.sha256.') and len(saved) == 2:
+        wait_for_the_kill()   # the second checkpoint is in place, its digest is being written
+os.replace, os.fsync = replace, fsync
+T.train_run(config, results, progress=False)
+"""
+
+
+@needs_cifar
+@pytest.mark.skipif(not Path('/proc/self/fd').is_dir(), reason='finds the file being written through /proc')
+@pytest.mark.parametrize('when', ['writing_the_data', 'writing_the_digest'])
+def test_fault_kill_9_while_a_checkpoint_is_written_keeps_a_checkpoint(tmp_path, when):
+    "Issue 24, item 2: kill -9 between writing checkpoint.pt and its .sha256 discarded the only checkpoint (25 epochs lost in a "
+    "probe), and a kill while writing left a .checkpoint.pt.sha256.*.tmp behind for good."
+    from dataclasses import asdict
+    full = T.train_run(TINY, tmp_path/'a', progress=False)
+    results = tmp_path/'b'; results.mkdir()
+    p = subprocess.Popen([sys.executable, '-c', KILLED_WHILE_SAVING, json.dumps(asdict(TINY)), str(results), when],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if (results/'paused').exists() or p.poll() is not None: break
+        time.sleep(0.1)
+    p.kill(); out, err = p.communicate(timeout=30)
+    assert (results/'paused').exists(), err                             # it was killed where it was meant to be
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                  # resumed from a checkpoint, not from scratch
+        resumed = T.train_run(TINY, results, progress=False)
+    assert metrics(resumed) == metrics(full)
+    assert not [f.name for f in T.run_dir(TINY, results).iterdir() if f.name.endswith('.tmp')]   # no temporary file left
+
+
+def test_fault_a_run_folder_that_is_a_file_is_named_before_the_run_starts(tmp_path, monkeypatch):
+    "Issue 24, item 21: a run folder replaced by a file gave a raw FileExistsError."
+    (tmp_path/T.config_hash(TINY)).write_text('not a folder')
+    monkeypatch.setattr(T, 'run_data', lambda c: pytest.fail('loaded the data before checking the folder'))
+    with pytest.raises(NotADirectoryError, match=f"the folder of {T.describe(TINY).replace('(', '.').replace(')', '.')} "
+                                                 f".* is a file, not a folder"):
+        T.train_run(TINY, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize('name, value', [('seed', 1.5), ('seed', 1.0), ('seed', '1'), ('data_seed', 'a'), ('data_seed', -1),
+                                         ('data_seed', 0.5), ('epochs', 10.0), ('chunk', 2.5), ('n_train', 100.5),
+                                         ('threads', True), ('compute_chunk', 1.5)])
+def test_fault_a_non_integer_in_an_integer_field_is_refused(name, value):
+    "Issue 24, item 8: seed=1.5 was accepted, ran as seed 1, and was cached as a separate run."
+    with pytest.raises(ValueError, match=rf"^{name} must be an integer.*, got {name}={re.escape(repr(value))}$"):
+        replace(TINY, **{name: value})
+
+
+def test_fault_numpy_and_tensor_numbers_are_normalized():
+    "Issue 24, items 8 and 17: numpy integers, numpy floats and 0-d tensors became fields that JSON (so the config hash) refused."
+    import numpy as np
+    c = replace(TINY, seed=np.int64(1), epochs=np.int32(7), h=np.float64(1e-3), beta=torch.tensor(0.99, dtype=torch.float64),
+                eps=np.float32(1e-8))
+    assert (type(c.seed), type(c.epochs), type(c.h), type(c.beta), type(c.eps)) == (int, int, float, float, float)
+    assert T.config_hash(replace(c, eps=1e-8)) == T.config_hash(replace(TINY, seed=1))       # the same run as the plain values
+    assert c.eps == float(np.float32(1e-8)) and json.loads(json.dumps(T.config_dict(c)))['eps'] == c.eps
+    assert T.config_hash(replace(TINY, h=torch.tensor(1e-3, dtype=torch.float64))) == T.config_hash(TINY)
+    assert replace(TINY, penalty='decoupled', penalty_lambda=torch.tensor(-0.5)).penalty_lambda == -0.5
+    assert T.config_dict(TINY) == T.config_dict(replace(TINY))                                  # valid input unchanged
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('data_seed', 'a', "data_seed must be an integer >= 0, got data_seed='a'"),
+    ('knobs', [1, 2], 'knobs must be a dict of keyword arguments for the model builder, got knobs=[1, 2]'),
+    ('knobs', {1: 2}, 'knobs must be a dict of keyword arguments for the model builder, got knobs={1: 2}'),
+    ('knobs', {'act': torch.nn.ReLU}, "knobs must hold JSON data (numbers, strings, lists, dicts)"),
+    ('device', 'gpu', "device must name a torch device (e.g. 'cpu', 'cuda', 'cuda:1'), got device='gpu'"),
+    ('device', 0, "device must name a torch device (e.g. 'cpu', 'cuda', 'cuda:1'), got device=0"),
+    ('h', -1e-3, 'h (the step size) must be >= 0, got h=-0.001'),
+    ('h', 'big', "h must be a finite real number, got h='big'"),
+    ('penalty_rho', 1.5, 'penalty_rho must lie in [0, 1), got penalty_rho=1.5'),
+])
+def test_fault_a_bad_field_is_refused_by_name(name, value, message):
+    "Issue 24, items 18 and 22: data_seed='a', knobs=[1, 2] and device='gpu' were accepted, then failed deep inside numpy or "
+    "torch; errors about h called it lr, and about penalty_rho called it rho."
+    extra = dict(penalty='decoupled') if name == 'penalty_rho' else {}
+    with pytest.raises(ValueError) as e: replace(TINY, **extra, **{name: value})
+    assert str(e.value).startswith(message) and 'lr' not in str(e.value).replace('float', ''), str(e.value)
+
+
+def test_epoch_norms_follow_the_runs_placement_of_eps():
+    "With ε outside the small-ε share compares |g| with ε (|g| > 9ε), with ε inside g² with ε (g² > 9ε): a run records its own."
+    model = torch.nn.Linear(2, 2, bias=False)
+    model.weight.grad = torch.tensor([[1e-3, 1e-1], [2e-2, 5e-3]])
+    eps = 1e-3   # |g| > 9ε: 0.1 and 0.02; g² > 9ε: 0.1 only
+    assert T.epoch_norms(model, eps, eps_inside=False)['small_eps_share'] == 0.5
+    assert T.epoch_norms(model, eps, eps_inside=True)['small_eps_share'] == 0.25
+    assert T.epoch_norms(model, eps)['small_eps_share'] == 0.25
