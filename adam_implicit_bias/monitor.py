@@ -35,8 +35,8 @@ def group_norms(grads: list[Tensor],   # the gradients of one parameter group, a
         R = torch.hypot(a, a.new_tensor(math.sqrt(eps)))
         perturbed, large = R.sum(), torch.count_nonzero(R > math.sqrt(eps / small))
         del R
-    else:            # ε/(|g| + ε) < small ⟺ |g| > ε(1/small − 1); the perturbed norm of this placement comes with issue 22
-        perturbed, large = a.new_tensor(math.nan), torch.count_nonzero(a > eps * (1 / small - 1))
+    else:            # ψ(g) = Σ(|g| − ε ln(1 + |g|/ε)) (`fields.perturbed_one_norm`); ε/(|g| + ε) < small ⟺ |g| > ε(1/small − 1)
+        perturbed, large = (a - eps * torch.log1p(a / eps)).sum(), torch.count_nonzero(a > eps * (1 / small - 1))
     two = a.square_().sum().double().sqrt()
     live = live.double()
     return torch.stack([perturbed.double(), one.double(), two, large / live, 1 - live / a.numel()])

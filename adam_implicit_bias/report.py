@@ -18,13 +18,14 @@ from torch.func import functional_call
 
 from . import optim
 from .bea import Loss, MicroBatchedLoss, as_count, as_number, gradient, twice_differentiable
-from .fields import (Regime, classify_regime, first_order_field, memory_coefficients, perturbed_one_norm,
+from .fields import (Regime, classify_regime, first_order_field, l2_regularized_loss, memory_coefficients,
+                                       perturbed_one_norm,
                                        second_order_field)
 
 # %% auto 0
 __all__ = ['ADAMS', 'FORMS', 'GroupSettings', 'read_optimizer', 'loss_form', 'checked_loss', 'fixed_randomness', 'examples_in',
            'ModelLoss', 'counted_parameters', 'model_loss', 'run_settings', 'FieldArguments', 'field_arguments',
-           'ModelFields', 'model_fields', 'coefficients', 'summarize', 'layer_table', 'group_table',
+           'ModelFields', 'with_l2', 'model_fields', 'coefficients', 'summarize', 'layer_table', 'group_table',
            'ImplicitBiasReport', 'implicit_bias_report', 'describe']
 
 # %% ../nbs/15_report.ipynb
@@ -238,53 +239,57 @@ def run_settings(model: nn.Module, optimizer: torch.optim.Optimizer | None = Non
 # %% ../nbs/15_report.ipynb
 class FieldArguments(NamedTuple):
     "The fields' arguments for the counted parameters (see `field_arguments`)."
-    first: dict                             # `first_order_field`'s keywords
-    second: dict                            # `second_order_field`'s keywords, n apart
-    steps: list[tuple[int | None, Tensor]]  # each step n that occurs (None: the limit n → ∞) and the mask of its coordinates
+    first: dict                             # `first_order_field`'s keywords, the block's apart
+    second: dict                            # `second_order_field`'s keywords, the block's apart
+    blocks: list[tuple[dict, Tensor]]       # each (n, eps_inside) that occurs (n None: the limit n → ∞) and its coordinates
+    l2: float | Tensor                      # torch's coupled L2 weight decay λ per coordinate: the loss becomes E + (λ/2)‖θ‖²
     groups: list[GroupSettings]             # the group of each counted parameter tensor
     ns: list[int | None]                    # and the step n that acts on it (None without bias correction)
 
 # %% ../nbs/15_report.ipynb
 def field_arguments(groups: list[GroupSettings], params: Sequence[Tensor], theta: Tensor) -> FieldArguments:
-    "Turns a run's groups into the fields' arguments (h, β, ρ, ε per coordinate when groups differ); the one place that decides which runs the theory covers."
+    "Turns a run's groups into the fields' arguments, per coordinate where groups differ: the one place that decides how a run is analysed."
     of = {id(p): (g, n) for g in groups for p, n in zip(g.params, g.steps)}
     group, steps = zip(*(of[id(p)] for p in params))
-    for g in {g.index: g for g in group}.values():
-        where = f"optimizer.param_groups[{g.index}]"
-        if not g.eps_inside: raise NotImplementedError(
-            f"{where} puts ε outside the square root (torch.optim.Adam and AdamW do): that run follows SPEC §3c's field, which "
-            "the package's fields do not implement yet (issue 22), and translating its ε into the paper's ε inside would describe "
-            "another run. Use adam_implicit_bias.optim.Adam (ε inside), or pass h, beta, rho, eps without optimizer= to ask about "
-            "Adam with ε inside")
-        if g.weight_decay != 0: raise NotImplementedError(
-            f"{where} has weight_decay={g.weight_decay} ({'decoupled, AdamW' if g.decoupled else 'L2, coupled into the gradient'}): "
-            "the package's fields do not implement weight decay yet (issue 22); set it to 0 to ask about the run without it")
     numels = [p.numel() for p in params]
     def per_coordinate(values: list):
         if len(set(values)) == 1: return values[0]
         return torch.cat([torch.full((k,), v, dtype=theta.dtype, device=theta.device) for v, k in zip(values, numels)])
     second = {k: per_coordinate([getattr(g, k) for g in group]) for k in ('h', 'beta', 'rho', 'eps')}
+    second['weight_decay'] = per_coordinate([g.weight_decay if g.decoupled else 0.0 for g in group])   # AdamW's, in the fields
+    l2 = per_coordinate([0.0 if g.decoupled else g.weight_decay for g in group])                       # torch's L2, in the loss
     ns = [n if g.bias_correction else None for g, n in zip(group, steps)]
-    masks = [(n, torch.cat([torch.full((k,), m == n, device=theta.device) for m, k in zip(ns, numels)])) for n in dict.fromkeys(ns)]
-    return FieldArguments(dict(eps=second['eps']), second, masks, list(group), ns)
+    keys = [(n, g.eps_inside) for n, g in zip(ns, group)]
+    mask = lambda key: torch.cat([torch.full((k,), m == key, device=theta.device) for m, k in zip(keys, numels)])
+    blocks = [(dict(n=n, eps_inside=inside), mask((n, inside))) for n, inside in dict.fromkeys(keys)]
+    first = dict(eps=second['eps'], weight_decay=second['weight_decay'])
+    return FieldArguments(first, second, blocks, l2, list(group), ns)
 
 # %% ../nbs/15_report.ipynb
 class ModelFields(NamedTuple):
     "The loss, the gradient and Adam's two fields at a model's counted parameters (see `model_fields`)."
-    loss: float     # E(θ)
-    grad: Tensor    # g = ∇E(θ)
-    first: Tensor   # f, the first-order field (g/R with ε inside)
-    second: Tensor  # f̃_n, the second-order field of Theorem 3.1, each coordinate at its own step n
+    loss: float     # E(θ) (with torch's L2 term, if the run has one)
+    grad: Tensor    # g = ∇E(θ), the gradient the optimizer sees
+    first: Tensor   # f, the first-order field (g/R with ε inside, g/(|g| + ε) outside, + λθ with AdamW's decay)
+    second: Tensor  # f̃_n, the second-order field, each coordinate at its own step n
+
+def with_l2(loss: Loss, l2) -> Loss:
+    "E + (λ/2)‖θ‖² (`fields.l2_regularized_loss`), added to every micro-batch of a `bea.MicroBatchedLoss` so that it stays one."
+    if isinstance(l2, float) and l2 == 0: return loss
+    if isinstance(loss, MicroBatchedLoss):
+        return MicroBatchedLoss(lambda: ((s, l2_regularized_loss(E, l2)) for s, E in loss.parts()))
+    return l2_regularized_loss(loss, l2)
 
 def model_fields(ml: ModelLoss, args: FieldArguments) -> ModelFields:
-    "E, g, f and f̃_n at θ: a loss pass, two gradient passes and one Hessian-vector-product pass per step n that occurs."
-    theta = ml.theta
-    with twice_differentiable(): g = gradient(ml.loss, theta)   # the HVP passes' attention kernel, so that every pass agrees
-    with torch.no_grad(): value = ml.loss(theta).item()
-    # f is a function of θ and g alone: on the linear loss θ' ↦ g·θ', whose gradient is g, it costs no pass over the data
-    f = first_order_field(lambda t: (g * t).sum(), theta, **args.first)
-    f2 = torch.empty_like(theta)
-    for n, mask in args.steps: f2[mask] = second_order_field(ml.loss, theta, n=n, **args.second)[mask]
+    "E, g, f and f̃_n at θ: a loss pass, two gradient passes and one Hessian-vector-product pass per block of `args`."
+    theta, loss = ml.theta, with_l2(ml.loss, args.l2)
+    with twice_differentiable(): g = gradient(loss, theta)      # the HVP passes' attention kernel, so that every pass agrees
+    with torch.no_grad(): value = loss(theta).item()
+    f, f2 = torch.empty_like(theta), torch.empty_like(theta)
+    for block, mask in args.blocks:
+        # f is a function of θ and g alone: on the linear loss θ' ↦ g·θ', whose gradient is g, it costs no pass over the data
+        f[mask] = first_order_field(lambda t: (g * t).sum(), theta, eps_inside=block['eps_inside'], **args.first)[mask]
+        f2[mask] = second_order_field(loss, theta, **block, **args.second)[mask]
     return ModelFields(value, g, f, f2)
 
 # %% ../nbs/15_report.ipynb
@@ -297,11 +302,12 @@ def summarize(g: Tensor, f: Tensor, f2: Tensor, group: GroupSettings, small: flo
     "Counts, shares, norms and the relative correction ‖f̃ − f‖/‖f‖ of some components, the dead ones (g = 0) set apart; and their regime."
     live = g != 0
     gl = g[live]
-    regime = classify_regime(group.h, group.beta, group.rho, group.eps, grad=gl if len(gl) else None, small=small, large=large)
+    regime = classify_regime(group.h, group.beta, group.rho, group.eps, grad=gl if len(gl) else None, small=small, large=large,
+                             eps_inside=group.eps_inside)
     share = lambda s: s if len(gl) else math.nan
     return dict(numel=g.numel(), dead_share=1 - live.double().mean().item(), small_eps_share=share(regime.share_small_eps),
                 large_eps_share=share(regime.share_large_eps), one_norm=g.double().abs().sum().item(),
-                perturbed_one_norm=perturbed_one_norm(g.double(), group.eps).item(),
+                perturbed_one_norm=perturbed_one_norm(g.double(), group.eps, eps_inside=group.eps_inside).item(),
                 correction_relative=((f2 - f)[live].double().norm() / f[live].double().norm()).item() if len(gl) else math.nan,
                ), regime
 
@@ -397,34 +403,44 @@ def _assemble(ml: ModelLoss, args: FieldArguments, fields: ModelFields, validity
     ratios = ((f2 - f).abs() / f.abs())[live].double().cpu().numpy()
     q50, q90 = np.quantile(ratios, [0.5, 0.9]) if len(ratios) else (math.nan, math.nan)
     first, ns, momenta = args.groups[0], set(args.ns), {(x.beta, x.rho) for x in args.groups}
-    regime = (classify_regime(first.h, first.beta, first.rho, first.eps, grad=g[live] if live.any() else None, small=small, large=large)
-              if len({(x.h, x.beta, x.rho, x.eps) for x in args.groups}) == 1 else None)
+    regime = (classify_regime(first.h, first.beta, first.rho, first.eps, grad=g[live] if live.any() else None, small=small,
+                              large=large, eps_inside=first.eps_inside)
+              if len({(x.h, x.beta, x.rho, x.eps, x.eps_inside) for x in args.groups}) == 1 else None)
+    groups = group_table(ml, args, fields, small, large)
     c_n, c_inf = coefficients(first, args.ns[0]) if len(momenta) == 1 else (None, None)
     return ImplicitBiasReport(
-        regime, fields.loss, perturbed_one_norm(g.double(), args.first['eps']).item(), rel, float(q50), float(q90),
+        regime, fields.loss, groups.perturbed_one_norm.sum(), rel, float(q50), float(q90),
         bool(rel < validity), validity, validity / rel if rel > 0 else math.inf, g.numel(), int((~live).sum()),
         args.ns[0] if len(ns) == 1 else None, c_n if len(ns) == 1 else None, c_inf,
-        group_table(ml, args, fields, small, large), layer_table(ml, args, fields, small, large))
+        groups, layer_table(ml, args, fields, small, large))
 
 # %% ../nbs/15_report.ipynb
+def _regime_sentences(r: ImplicitBiasReport) -> list[str]:
+    "What is penalized, the shares, and the coefficient, in the words of the run's placement of ε."
+    step = "in the limit n → ∞" if r.n is None else f"at step n = {r.n}"
+    if r.regime is None: return [f"The parameter groups differ in h, β, ρ, ε or its placement: see `groups` for each group's regime ({step})."]
+    inside = bool(r.groups.eps_inside.all())
+    big, norm = ("g² ≫ ε", "‖∇E‖_1,ε") if inside else ("|g| ≫ ε", "‖∇E‖_1")
+    out = [f"Adam {r.regime.penalized}." + ("" if r.regime.share_small_eps is None else
+           f" {r.regime.share_small_eps:.0%} of the live gradient components have {big} (the small-ε regime), "
+           f"{r.regime.share_large_eps:.0%} {'g² ≪ ε' if inside else '|g| ≪ ε'}.")]
+    if r.c_n is not None:
+        now = (" At n = 0 it is 0: the first step is exactly an Euler step, and only its term ½h(∇f)f is left." if r.n == 0 else "")
+        out.append(f"The coefficient of h{norm} in the limit n → ∞ is c_∞ = {r.c_inf:.4g}." if r.n is None else
+                   f"The coefficient of h{norm} {step} is c_n = {r.c_n:.4g} (its limit c_∞ = {r.c_inf:.4g}).{now}")
+    return out
+
 def describe(report: ImplicitBiasReport) -> str:
     "The report in words: what Theorem 3.1 says about this run, and whether the expansion that says it holds."
-    r, out = report, []
-    step = "in the limit n → ∞" if r.n is None else f"at step n = {r.n}"
-    if r.regime is None: out.append(f"The parameter groups differ in h, β, ρ or ε: see `groups` for each group's regime ({step}).")
-    else:
-        shares = "" if r.regime.share_small_eps is None else (
-            f" {r.regime.share_small_eps:.0%} of the live gradient components have g² ≫ ε (small-ε regime), "
-            f"{r.regime.share_large_eps:.0%} g² ≪ ε.")
-        out.append(f"Adam {r.regime.penalized}.{shares}")
-    if r.c_n is not None:
-        now = (" At n = 0 it is 0: the first step is exactly an Euler step, whose correction ½h(∇f)f is of relative size ε/g²." if r.n == 0 else "")
-        out.append(f"The coefficient of h‖∇E‖_1,ε in the limit n → ∞ is c_∞ = {r.c_inf:.4g}." if r.n is None else
-                   f"The coefficient of h‖∇E‖_1,ε {step} is c_n = {r.c_n:.4g} (its limit c_∞ = {r.c_inf:.4g}).{now}")
+    r, out = report, _regime_sentences(report)
+    decay = r.groups[r.groups.weight_decay > 0]
+    if len(decay): out.append(f"Weight decay (λ = {', '.join(f'{w:g}' for w in decay.weight_decay.unique())}, "
+                              f"{'decoupled as AdamW' if decay.decoupled.all() else 'L2 in the loss' if not decay.decoupled.any() else 'both kinds'}"
+                              ") is part of the field (SPEC §3c).")
     if r.dead: out.append(f"{r.dead:,} of {r.numel:,} components ({r.dead / r.numel:.1%}) have an exactly zero gradient: "
                           "counted, and left out of the shares and of the validity test.")
     verdict = ("valid" if r.expansion_valid else "NOT valid: the modified equation does not describe this run, and the "
-               "regime and coefficient above are not what drives it")
+               "regime and coefficient above say which way its implicit term points, not that it drives the run")
     out.append(f"The second-order correction is {r.correction_relative:.3g} times the first-order step (‖f̃ − f‖/‖f‖ over the live "
                f"components; median per component {r.correction_relative_median:.3g}): the expansion is {verdict} "
                f"(threshold {r.validity:g}; it holds for step sizes up to {r.h_factor_valid:.3g} times the current ones).")

@@ -19,7 +19,7 @@ def plot_monitor(monitor: ImplicitBiasMonitor, # a monitor, during or after its 
     "The monitor's curves against the step n: ‖g‖₁ and ‖g‖₂, the small-ε and dead shares; with reports, the relative correction against the validity threshold, and c_n."
     norms, reports = monitor.norms, monitor.reports
     with figure_style():
-        fig, axes = plt.subplots(1, 3 if len(reports) else 2, figsize=(9.6 if len(reports) else 6.4, 2.8), layout='constrained')
+        fig, axes = plt.subplots(1, 3 if len(reports) else 2, figsize=(9.6 if len(reports) else 6.4, 3.3), layout='constrained')
         for group, rows in norms.groupby('group'):
             color = f'C{group}'
             axes[0].semilogy(rows.n, rows.one_norm, color=color, label=f'‖g‖₁, group {group}')
@@ -28,7 +28,8 @@ def plot_monitor(monitor: ImplicitBiasMonitor, # a monitor, during or after its 
             axes[1].plot(rows.n, rows.dead_share, ':', color=color, label=f'dead share, group {group}')
         axes[0].set(xlabel='step n', title='gradient norms')
         axes[1].set(xlabel='step n', ylim=(-0.02, 1.02), title='shares of the components')
-        for ax in axes[:2]: ax.legend(fontsize=6.5)
+        below = dict(loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=6.5, frameon=False)   # legends off the curves
+        for ax in axes[:2]: ax.legend(**below)
         if len(reports):
             validity = monitor.full_reports[0][1].validity
             axes[2].semilogy(reports.n, reports.correction_relative, 'o-', ms=3, color='C0', label='‖f̃ − f‖/‖f‖ (left)')
@@ -37,6 +38,6 @@ def plot_monitor(monitor: ImplicitBiasMonitor, # a monitor, during or after its 
             twin.plot(reports.n, reports.c_n, color='C3', lw=0.9, label='c_n (right)')
             twin.set_ylabel('c_n'); twin.grid(False)
             axes[2].set(xlabel='step n', title='correction against the step')
-            axes[2].legend(handles=axes[2].get_lines() + twin.get_lines(), fontsize=6.5, loc='center right')
+            axes[2].legend(handles=axes[2].get_lines() + twin.get_lines(), **below)
         if title: fig.suptitle(title)
     return fig

@@ -41,12 +41,14 @@ def test_bert_with_torch_adamw_every_k_steps_and_removal():
     fine_tune(bert, opt, batch, 3)                                       # removed: nothing more
     norms = mon.norms
     assert list(norms.n) == [0, 0, 3, 3, 6, 6] and list(norms.group) == [0, 1] * 3
-    assert norms.perturbed_one_norm.isna().all()                         # ε outside: its perturbed norm comes with issue 22
+    assert (norms.perturbed_one_norm <= norms.one_norm).all()              # ε outside: ψ(g) = Σ |g| − ε ln(1 + |g|/ε) ≤ ‖g‖₁
     assert (norms[['one_norm', 'two_norm']] > 0).all().all() and norms.dead_share.between(0, 1).all()
     last = group_norms(grads, 1e-8, eps_inside=False)                    # the record is the gradient the step used
     assert norms.one_norm.iloc[-1] == pytest.approx(last[1].item(), rel=1e-12)
-    with pytest.raises(NotImplementedError, match="ε outside"):           # the report refuses at once, not mid-training
-        ImplicitBiasMonitor(opt, report_every=5, model=bert, batch=batch)
+    with ImplicitBiasMonitor(opt, every=5, report_every=2, model=bert, batch=batch) as mon:   # AdamW's own field (SPEC §3c)
+        fine_tune(bert, opt, batch, 3)
+    assert list(mon.reports.n) == [10, 12] and mon.reports.c_n.notna().all()
+    assert not mon.full_reports[0][1].groups.eps_inside.any() and list(mon.full_reports[0][1].groups.weight_decay) == [0.01, 0.0]
 
 
 def test_bert_with_our_adam_reports_every_k_steps_and_the_run_is_unchanged(tmp_path):

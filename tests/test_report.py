@@ -161,9 +161,29 @@ def test_the_run_is_read_from_the_optimizer():
     assert rep.n == 4 and rep.c_n == pytest.approx(memory_coefficients(0.9, 4) - memory_coefficients(0.99, 4))
     assert rep.groups.loc[1, 'h_c_n'] == pytest.approx(10 * rep.groups.loc[0, 'h_c_n'])
     assert read_optimizer(opt)[0].steps == (4,) * len(list(bert.bert.parameters()))
-    with pytest.raises(NotImplementedError, match="ε outside"):
-        implicit_bias_report(bert, None, batch, optimizer=torch.optim.AdamW(bert.parameters()))
     with pytest.raises(ValueError, match="not both"): implicit_bias_report(bert, None, batch, optimizer=opt, h=1e-3)
+
+
+def test_torch_adamw_is_read_with_eps_outside_and_its_weight_decay_per_group():
+    "A Hugging Face fine-tune's AdamW (no decay on biases and LayerNorm): SPEC §3c's field with ε outside and λ per group."
+    bert, batch = tiny_bert(dropout=0.0).eval(), text_batch()
+    no_decay = lambda k: k.endswith('bias') or 'LayerNorm' in k
+    adamw = torch.optim.AdamW([{'params': [p for k, p in bert.named_parameters() if not no_decay(k)], 'weight_decay': 0.01},
+                               {'params': [p for k, p in bert.named_parameters() if no_decay(k)], 'weight_decay': 0.0}], lr=1e-3)
+    for _ in range(2):
+        adamw.zero_grad(); bert(**batch).loss.backward(); adamw.step()
+    rep = implicit_bias_report(bert, None, batch, optimizer=adamw)
+    assert rep.n == 2 and list(rep.groups.weight_decay) == [0.01, 0.0] and not rep.groups.eps_inside.any()
+    assert 'ε outside' in rep.regime.penalized
+    from adam_implicit_bias.fields import first_order_field, gradient, second_order_field
+    ml = model_loss(bert, None, batch)
+    lam = torch.cat([torch.full((p.numel(),), 0.0 if no_decay(k) else 0.01) for k, p in zip(ml.names, ml.params)])
+    kw = dict(eps=1e-8, eps_inside=False, weight_decay=lam)
+    f, f2 = first_order_field(ml.loss, ml.theta, **kw), second_order_field(ml.loss, ml.theta, h=1e-3, beta=0.9, rho=0.999, n=2, **kw)
+    live = gradient(ml.loss, ml.theta) != 0
+    assert rep.correction_relative == pytest.approx(((f2 - f)[live].norm() / f[live].norm()).item(), rel=1e-4)
+    l2 = implicit_bias_report(bert, None, batch, optimizer=torch.optim.Adam(bert.parameters(), weight_decay=0.1))   # torch's L2
+    assert l2.loss == pytest.approx(rep.loss + 0.05 * ml.theta.double().pow(2).sum().item(), rel=1e-6)
 
 
 def test_clear_errors():
