@@ -17,29 +17,54 @@ from .report import (ImplicitBiasReport, counted_parameters, field_arguments, im
                                        read_optimizer, run_settings)
 
 # %% auto 0
-__all__ = ['NORMS', 'REPORT_COLUMNS', 'group_norms', 'report_row', 'ImplicitBiasMonitor']
+__all__ = ['NORMS', 'CHUNK', 'REPORT_COLUMNS', 'group_norms', 'report_row', 'ImplicitBiasMonitor']
 
 # %% ../nbs/15b_monitor.ipynb
 NORMS = ('perturbed_one_norm', 'one_norm', 'two_norm', 'small_eps_share', 'dead_share')
+CHUNK = 1 << 22   # elements per pass: the workspace is two such chunks, 32 MB in float32, whatever the model's size
 
+def _chunks(flat: list[Tensor], size: int):
+    "The flat gradients in lists of views of at most `size` elements in all (a large tensor split across chunks)."
+    chunk, room = [], size
+    for f in flat:
+        start = 0
+        while start < f.numel():
+            take = min(room, f.numel() - start)
+            chunk.append(f[start:start + take]); start += take; room -= take
+            if room == 0: yield chunk; chunk, room = [], size
+    if chunk: yield chunk
+
+def _chunk_sums(a: Tensor, b: Tensor, eps: float, eps_inside: bool, small: float) -> Tensor:
+    "Σ perturbed norm, Σ|g|, Σg², live and small-ε counts of the |g| in `a`, with `b` as scratch space (both overwritten or read only)."
+    if eps_inside:   # R = √(g² + ε); ε/R² < small ⟺ R > √(ε/small)
+        torch.hypot(a, a.new_tensor(math.sqrt(eps)), out=b)
+        parts = [b.sum(), torch.count_nonzero(b > math.sqrt(eps / small))]
+    else:            # ψ = Σ(|g| − ε ln(1 + |g|/ε)), as `fields.perturbed_one_norm`; ε/(|g| + ε) < small ⟺ |g| > ε(1/small − 1)
+        torch.div(a, eps, out=b).log1p_()
+        parts = [a.sum() - eps * b.sum(), torch.count_nonzero(a > eps * (1 / small - 1))]
+    one, live = a.sum(), torch.count_nonzero(a)
+    return torch.stack([p.double() for p in (parts[0], one, torch.mul(a, a, out=b).sum(), live, parts[1])])
+
+# %% ../nbs/15b_monitor.ipynb
 def group_norms(grads: list[Tensor],   # the gradients of one parameter group, any shapes
                 eps: float,            # the group's ε
                 eps_inside: bool = True, # where the group puts ε: g² is compared with ε inside, |g| outside
                 small: float = 0.1,    # the small-ε regime: ε/R² below this (ε/(|g| + ε) with ε outside), as in `classify_regime`
+                workspace: Tensor | None = None, # 2·min(numel, CHUNK) elements to reuse from call to call (allocated if None)
                ) -> Tensor:
-    "`NORMS` of a group's gradients as one float64 tensor: eight operations on one copy in the gradients' dtype, and no sync."
+    "`NORMS` of a group's gradients, as one float64 tensor: a few operations per chunk of 4M elements in a reused workspace, no sync."
     if not grads: return torch.full((len(NORMS),), math.nan, dtype=torch.float64)
-    a = torch.cat([g.detach().reshape(-1) for g in grads]).abs_()   # |g|, one copy
-    one, live = a.sum(), torch.count_nonzero(a)
-    if eps_inside:   # R = √(g² + ε) in one kernel; ε/R² < small ⟺ R > √(ε/small)
-        R = torch.hypot(a, a.new_tensor(math.sqrt(eps)))
-        perturbed, large = R.sum(), torch.count_nonzero(R > math.sqrt(eps / small))
-        del R
-    else:            # ψ(g) = Σ(|g| − ε ln(1 + |g|/ε)) (`fields.perturbed_one_norm`); ε/(|g| + ε) < small ⟺ |g| > ε(1/small − 1)
-        perturbed, large = (a - eps * torch.log1p(a / eps)).sum(), torch.count_nonzero(a > eps * (1 / small - 1))
-    two = a.square_().sum().double().sqrt()
-    live = live.double()
-    return torch.stack([perturbed.double(), one.double(), two, large / live, 1 - live / a.numel()])
+    flat = [g.detach().reshape(-1) for g in grads]
+    numel = sum(f.numel() for f in flat)
+    size = min(numel, CHUNK)
+    if workspace is None or workspace.numel() < 2 * size: workspace = flat[0].new_empty(2 * size)
+    sums = torch.zeros(5, dtype=torch.float64, device=workspace.device)
+    for chunk in _chunks(flat, size):
+        k = sum(c.numel() for c in chunk)
+        a, b = workspace[:k], workspace[size:size + k]
+        torch.cat([c.to(a.dtype) for c in chunk], out=a).abs_()
+        sums += _chunk_sums(a, b, eps, eps_inside, small)
+    return torch.stack([sums[0], sums[1], sums[2].sqrt(), sums[4] / sums[3], 1 - sums[3] / numel])
 
 # %% ../nbs/15b_monitor.ipynb
 REPORT_COLUMNS = ('loss', 'perturbed_one_norm', 'correction_relative', 'expansion_valid', 'c_n', 'c_inf', 'dead_share',
@@ -85,7 +110,7 @@ class ImplicitBiasMonitor:
         self.report_args = dict(model=model, loss_fn=loss_fn, batch=batch, data=data, **(report_kwargs or {}))
         if self.report_every is not None: _check_report(optimizer, self.report_args)
         self.writer, self._own_writer = _writer(tensorboard)
-        self._norms, self.full_reports = [], []          # (n, group, tensor of NORMS); (n, ImplicitBiasReport)
+        self._norms, self.full_reports, self._workspace = [], [], {}   # (n, group, NORMS); (n, report); group ↦ workspace
         self.handle = optimizer.register_step_pre_hook(self._hook)
 
     def _hook(self, optimizer, args, kwargs):
@@ -97,7 +122,10 @@ class ImplicitBiasMonitor:
         n = max((s for g in groups for s in g.steps), default=0)          # the step about to be taken, n → n + 1
         for g in groups if norms else ():
             grads = [p.grad for p in g.params if p.requires_grad and p.grad is not None]
-            self._norms.append((n, g.index, group_norms(grads, g.eps, g.eps_inside, self.small)))
+            work = self._workspace.get(g.index)                          # reused: no fresh allocation at every firing
+            if grads and (work is None or (work.dtype, work.device) != (grads[0].dtype, grads[0].device)):
+                work = self._workspace[g.index] = grads[0].new_empty(2 * min(sum(q.numel() for q in grads), CHUNK))
+            self._norms.append((n, g.index, group_norms(grads, g.eps, g.eps_inside, self.small, workspace=work)))
             self._write(f"group{g.index}", dict(zip(NORMS, self._norms[-1][2].tolist())) if self.writer else {}, n)
         if report:
             self.full_reports.append((n, implicit_bias_report(optimizer=optimizer, **self.report_args)))

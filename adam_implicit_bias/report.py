@@ -55,8 +55,7 @@ def _step_of(state: dict) -> int:
 def read_optimizer(optimizer: torch.optim.Optimizer) -> list[GroupSettings]:
     "Per parameter group, h, β, ρ, ε, ε's placement, the weight decay and the step n, as `optimizer` uses them at its next step."
     kind = type(optimizer)
-    ours = {getattr(optim, k) for k in ('Adam', 'AdamW', 'RMSProp') if hasattr(optim, k)}
-    if kind not in ours | {torch.optim.Adam, torch.optim.AdamW}:
+    if kind not in (optim.Adam, optim.AdamW, optim.RMSProp, torch.optim.Adam, torch.optim.AdamW):
         raise TypeError(f"optimizer must be {ADAMS}; got {kind.__module__}.{kind.__qualname__}")
     groups = []
     for i, g in enumerate(optimizer.param_groups):
@@ -64,7 +63,7 @@ def read_optimizer(optimizer: torch.optim.Optimizer) -> list[GroupSettings]:
             if g.get(flag): raise NotImplementedError(f"optimizer.param_groups[{i}] has {flag}=True: the theory describes Adam "
                                                       f"without {flag}; the report cannot describe this run")
         beta, rho = (as_number('betas', b) for b in g['betas'])
-        decoupled = bool(g.get('decoupled_weight_decay', kind.__name__ == 'AdamW'))
+        decoupled = bool(g.get('decoupled_weight_decay', kind in (optim.AdamW, torch.optim.AdamW)))
         groups.append(GroupSettings(i, tuple(g['params']), as_number('lr', g['lr']), beta, rho, as_number('eps', g['eps']),
                                     bool(g.get('eps_inside', kind not in (torch.optim.Adam, torch.optim.AdamW))),
                                     as_number('weight_decay', g.get('weight_decay', 0.0)), decoupled,
