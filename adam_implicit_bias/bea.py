@@ -7,7 +7,7 @@ from __future__ import annotations
 import numbers
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 from .optim import check_hyperparameters, check_weight_decay
 
 # %% auto 0
-__all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'flat_loss', 'MicroBatchedLoss', 'gradient',
-           'twice_differentiable', 'grad_and_hvp', 'gd_modified_loss', 'gd_field', 'heavy_ball_coefficients',
-           'heavy_ball_modified_loss', 'heavy_ball_field', 'rk4_step', 'piecewise_trajectory', 'gd_trajectory',
-           'heavy_ball_trajectory']
+__all__ = ['Loss', 'as_number', 'as_count', 'check_field_hyperparameters', 'fixed_randomness', 'flat_loss', 'MicroBatchedLoss',
+           'gradient', 'twice_differentiable', 'grad_and_hvp', 'gd_modified_loss', 'gd_field',
+           'heavy_ball_coefficients', 'heavy_ball_modified_loss', 'heavy_ball_field', 'rk4_step',
+           'piecewise_trajectory', 'gd_trajectory', 'heavy_ball_trajectory']
 
 # %% ../nbs/01_bea.ipynb
 def as_number(name: str, value) -> float:
@@ -64,19 +64,31 @@ def check_field_hyperparameters(**values) -> tuple:
 # %% ../nbs/01_bea.ipynb
 Loss = Callable[[Tensor], Tensor]
 
+@contextmanager
+def fixed_randomness(seed: int,                   # the seed of this block
+                     devices: Sequence[int] = (), # the CUDA devices the model runs on
+                    ):
+    "Run the block with the random number generators seeded by `seed` (dropout masks included); restore them afterwards."
+    with torch.random.fork_rng(devices=list(devices)):
+        torch.default_generator.manual_seed(seed)
+        for d in devices: torch.cuda.default_generators[d].manual_seed(seed)
+        yield
+
 def flat_loss(model: torch.nn.Module,  # any module, in the mode (train/eval) whose loss is wanted
               loss_fn: Callable,        # loss_fn(model_output, target) -> scalar
               batch: tuple,             # (inputs, targets)
+              seed: int = 0,            # the random state of every evaluation (the same dropout masks each time)
              ) -> tuple[Loss, Tensor]:
-    "A loss θ ↦ E(θ) over the flattened parameters of `model` on `batch`, and the current θ; the model's buffers are never changed."
+    "A loss θ ↦ E(θ) over the flattened parameters of `model` on `batch`, and the current θ; buffers and generators never change."
     names, params = zip(*[(k, v.detach()) for k, v in model.named_parameters()])
     shapes, sizes = [p.shape for p in params], [p.numel() for p in params]
     buffers = {k: v.detach() for k, v in model.named_buffers()}
+    devices, seed = sorted({p.device.index for p in params if p.is_cuda}), as_count('seed', seed)
     x, y = batch
     def loss(theta: Tensor) -> Tensor:
         tensors = [t.view(s) for t, s in zip(torch.split(theta, sizes), shapes)]
         state = {**dict(zip(names, tensors)), **{k: b.clone() for k, b in buffers.items()}} # copies: BatchNorm updates them
-        return loss_fn(functional_call(model, (state,), (x,)), y)
+        with fixed_randomness(seed, devices): return loss_fn(functional_call(model, (state,), (x,)), y)
     return loss, torch.cat([p.flatten() for p in params])
 
 # %% ../nbs/01_bea.ipynb

@@ -44,7 +44,7 @@ def model_one_norm(model: torch.nn.Module, loss_fn: Callable, # loss_fn(model_ou
                    *, eps: float, eps_inside: bool = True) -> tuple[Tensor, Tensor]:
     "The loss E of `model` on `batch` and its ‖∇E‖_{1,ε} (ψ(∇E) for ε outside) over the model's parameters, both differentiable."
     x, y = batch
-    loss = loss_fn(model(x), y)
+    with twice_differentiable(): loss = loss_fn(model(x), y)   # attention kernels with a double backward
     return loss, gradient_one_norm(loss, model.parameters(), eps=eps, eps_inside=eps_inside)
 
 def coupled_loss(loss: Loss,      # θ ↦ E(θ), θ flat

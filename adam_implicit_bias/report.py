@@ -17,16 +17,17 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import optim
-from .bea import Loss, MicroBatchedLoss, as_count, as_number, gradient, twice_differentiable
+from .bea import (Loss, MicroBatchedLoss, as_count, as_number, fixed_randomness, gradient,
+                                    twice_differentiable)
 from .fields import (Regime, classify_regime, first_order_field, l2_regularized_loss, memory_coefficients,
                                        perturbed_one_norm,
                                        second_order_field)
 
 # %% auto 0
-__all__ = ['ADAMS', 'FORMS', 'GroupSettings', 'read_optimizer', 'loss_form', 'checked_loss', 'fixed_randomness', 'examples_in',
-           'ModelLoss', 'counted_parameters', 'model_loss', 'run_settings', 'FieldArguments', 'field_arguments',
-           'ModelFields', 'with_l2', 'model_fields', 'coefficients', 'summarize', 'layer_table', 'group_table',
-           'ImplicitBiasReport', 'implicit_bias_report', 'describe']
+__all__ = ['ADAMS', 'FORMS', 'GroupSettings', 'read_optimizer', 'loss_form', 'checked_loss', 'examples_in', 'ModelLoss',
+           'counted_parameters', 'model_loss', 'run_settings', 'FieldArguments', 'field_arguments', 'ModelFields',
+           'with_l2', 'model_fields', 'coefficients', 'summarize', 'layer_table', 'group_table', 'ImplicitBiasReport',
+           'implicit_bias_report', 'describe']
 
 # %% ../nbs/15_report.ipynb
 class GroupSettings(NamedTuple):
@@ -137,16 +138,6 @@ def checked_loss(value, theta: Tensor) -> Tensor:
     return value.reshape(())
 
 # %% ../nbs/15_report.ipynb
-@contextmanager
-def fixed_randomness(seed: int,             # the seed of this block
-                     devices: Sequence[int] = (), # the CUDA devices the model runs on
-                    ):
-    "Run the block with the random number generators seeded by `seed` (dropout masks included); restore them afterwards."
-    with torch.random.fork_rng(devices=list(devices)):
-        torch.default_generator.manual_seed(seed)
-        for d in devices: torch.cuda.default_generators[d].manual_seed(seed)
-        yield
-
 def examples_in(batch) -> int:
     "The number of examples in a batch: the length of its first tensor (in a dict, a tuple or a list, however nested)."
     if isinstance(batch, Tensor) and batch.ndim > 0: return len(batch)

@@ -354,3 +354,17 @@ def test_toy_penalty_reproduces_adam_with_eps_outside(triple):
     assert d[hs[0]]['decoupled'] / d[hs[-1]]['decoupled'] > d[hs[0]]['b'] / d[hs[-1]]['b']
     if triple[2] == triple[0]: assert all(abs(d[h]['coupled'] / d[h]['b'] - 1) <= 0.1 for h in hs)
     else: assert all(abs(d[h]['coupled'] / d[h]['b'] - 1) <= 0.1 for h in hs if h <= check_h)
+
+
+def test_model_one_norm_differentiates_twice_through_a_transformer_in_eval_mode():
+    "The penalty's forward runs under the attention kernel that has a double backward (the fused ones have none), in eval mode too."
+    import transformers
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                  max_position_embeddings=16, num_labels=3, attn_implementation='sdpa')
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    ids, labels = torch.randint(0, 40, (4, 8)), torch.randint(0, 3, (4,))
+    loss, norm = model_one_norm(model, lambda out, y: torch.nn.functional.cross_entropy(out.logits, y), (ids, labels), eps=1e-8)
+    (loss + 1e-3 * norm).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
