@@ -1,5 +1,5 @@
 "The training monitor (issue 23 item 7) on tiny Hugging Face models: norms every k steps, reports every K, removal, records, refusals."
-import math
+import math, sys
 import pandas as pd, pytest, torch
 import torch.nn as nn, torch.nn.functional as F
 from adam_implicit_bias import optim
@@ -102,7 +102,28 @@ def test_refusals_and_tensorboard():
     from adam_implicit_bias.penalty import PenalizedAdam
     with pytest.raises(TypeError, match="PenalizedAdam"): ImplicitBiasMonitor(PenalizedAdam(mlp.parameters(), penalty=0.1))
     with pytest.raises(ValueError, match="every must be"): ImplicitBiasMonitor(torch.optim.Adam(mlp.parameters()), every=0)
-    try: from torch.utils import tensorboard  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install tensorboard"):
-            ImplicitBiasMonitor(torch.optim.Adam(mlp.parameters()), tensorboard='runs/x')
+
+
+def test_without_tensorboard_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', None)   # as if the package were not installed
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        ImplicitBiasMonitor(torch.optim.Adam(nn.Linear(4, 3).parameters()), tensorboard='runs/x')
+
+
+def test_records_reach_tensorboard(tmp_path):
+    "Every norm the monitor records is a TensorBoard scalar at its step, read back from the event file."
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    torch.manual_seed(0)
+    mlp, x, y = nn.Linear(4, 3), torch.randn(16, 4), torch.randint(0, 3, (16,))
+    opt = torch.optim.AdamW(mlp.parameters(), lr=1e-2)
+    with ImplicitBiasMonitor(opt, every=2, tensorboard=tmp_path/'tb') as mon:
+        for _ in range(6):
+            opt.zero_grad(); nn.functional.cross_entropy(mlp(x), y).backward(); opt.step()
+    acc = EventAccumulator(str(tmp_path/'tb')); acc.Reload()
+    tags = acc.Tags()['scalars']
+    assert tags, "no scalars were written"
+    table = mon.norms
+    for tag in tags:
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == table['n'].tolist()   # one group: one row per firing
