@@ -4,27 +4,31 @@
 
 # %% ../nbs/11_cifar_figures.ipynb 2
 from __future__ import annotations
-import math
+import functools, json, math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import matplotlib.pyplot as plt
 
 from .scales import scale_config
 from .train import RunConfig, run_sweep, describe
 from .runs import Failure
-from .models import model_label
+from .models import make_model, model_label
 from .fields import memory_coefficients
-from .stats import difference_text, find_hill, paired_difference, verdict
+from .stats import difference_text, find_hill, judge_family, paired_difference
 from .files import atomic_write_bytes, read_json, results_dir
 from .plots import figure_style, value_colors, add_caption, save_figure, save_numbers, SIZES
 
 # %% auto 0
-__all__ = ['RUN_KEYS', 'PAPER_SIGNS', 'METRICS', 'TABLE1_COLUMNS', 'MARKS', 'coefficient_at', 'theory_table', 'sweep_specs',
-           'sweep_configs', 'table1_groups', 'run_summary', 'sweep_runs', 'paired_comparisons', 'sweep_numbers',
-           'table1', 'table1_markdown', 'table1_latex', 'write_table1', 'plot_metric', 'sweep_figure', 'sweep_caption',
-           'plot_hills', 'hills_figure', 'make_executor', 'search_summary']
+__all__ = ['RUN_KEYS', 'LOSS_LEVELS', 'PAPER_SIGNS', 'METRICS', 'SUMMARY_KEYS', 'PRIMARY_METRICS', 'TABLE1_METRICS',
+           'TABLE1_COLUMNS', 'MARKS', 'coefficient_at', 'theory_table', 'sweep_specs', 'sweep_seeds', 'sweep_configs',
+           'sweep_key', 'table1_groups', 'parameter_count', 'first_below', 'matched_loss', 'run_summary',
+           'expected_sign', 'sweep_runs', 'compared_pairs', 'paired_comparisons', 'sweep_numbers', 'primaries_by_rule',
+           'judge_figure', 'read_preregistration', 'primaries_for', 'table1', 'table1_markdown', 'table1_latex',
+           'write_table1', 'plot_metric', 'sweep_figure', 'sweep_caption', 'plot_hills', 'hills_figure',
+           'make_executor', 'search_summary']
 
 # %% ../nbs/11_cifar_figures.ipynb
 def coefficient_at(beta: float, rho: float, n: int | None = None) -> float:
@@ -46,9 +50,15 @@ def theory_table(spec: dict) -> pd.DataFrame:
 
 # %% ../nbs/11_cifar_figures.ipynb
 def sweep_specs(scale: str) -> list[tuple[str, dict]]:
-    "(figure, sweep spec) for every sweep at `scale`: Figure 4, Figure 5, then each model of Figure 6."
+    "(figure, sweep spec) for every sweep at `scale`: Figure 4's rows, Figure 5, then each model of Figure 6."
     cfg = scale_config('cifar', scale)
-    return [('fig4', cfg['fig4']), ('fig5', cfg['fig5'])] + [('fig6', s) for s in cfg['fig6']]
+    return ([('fig4', cfg['fig4'])] + [('fig4', s) for s in cfg.get('fig4b', [])] + [('fig5', cfg['fig5'])]
+            + [('fig6', s) for s in cfg['fig6']])
+
+def sweep_seeds(spec: dict, scale: str) -> list[int]:
+    "The initialization seeds of the sweep `spec` at `scale`."
+    first = scale_config('cifar', scale).get('first_seed', 0)
+    return list(range(first, first + spec['seeds']))
 
 def sweep_configs(spec: dict,               # a sweep spec from `sweep_specs`
                   scale: str,               # the scale whose sizes to use
@@ -59,13 +69,47 @@ def sweep_configs(spec: dict,               # a sweep spec from `sweep_specs`
     common = dict(model=spec['model'], knobs=cfg['models'][spec['model']], h=spec['h'], epochs=spec['epochs'],
                   device=device or cfg['device'], **{k: cfg[k] for k in RUN_KEYS})
     fixed = {k: spec[k] for k in ('beta', 'rho') if k != spec['sweep']}
-    return [RunConfig(**common, **fixed, **{spec['sweep']: v}, seed=s) for v in spec['values'] for s in range(spec['seeds'])]
+    return [RunConfig(**common, **fixed, **{spec['sweep']: v}, seed=s) for v in spec['values'] for s in sweep_seeds(spec, scale)]
 
-RUN_KEYS = ('n_train', 'n_test', 'download', 'chunk', 'eps', 'eval_every', 'ckpt_every', 'dtype')  # a scale's shared run settings
+RUN_KEYS = ('n_train', 'n_test', 'data_seed', 'download', 'chunk', 'eps', 'eval_every', 'ckpt_every', 'dtype')  # a scale's shared run settings
+
+def sweep_key(spec: dict) -> str:
+    "The sweep's name: its swept hyperparameter and the fixed one, e.g. 'rho (beta=0.9)'."
+    fixed = 'rho' if spec['sweep'] == 'beta' else 'beta'
+    return f"{spec['sweep']} ({fixed}={spec[fixed]:g})"
 
 def table1_groups(scale: str) -> list[tuple[str, str, float]]:
-    "The (model, sweep, value) run groups that Table 1 has at `scale`, in order."
-    return list(dict.fromkeys((s['model'], s['sweep'], float(v)) for _, s in sweep_specs(scale) for v in s['values']))
+    "The (model, sweep key, value) run groups that Table 1 has at `scale`, in order."
+    return list(dict.fromkeys((s['model'], sweep_key(s), float(v)) for _, s in sweep_specs(scale) for v in s['values']))
+
+# %% ../nbs/11_cifar_figures.ipynb
+LOSS_LEVELS = (0.3, 0.1, 0.03, 0.01)   # train-loss levels at which the norms are compared (pre-registered)
+
+@functools.lru_cache(maxsize=None)
+def _parameter_count(model: str, knobs: str) -> int:
+    with torch.device('meta'): m = make_model(model, **json.loads(knobs))
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+def parameter_count(model: str, knobs: dict) -> int:
+    "The number p of trained parameters of `model` with `knobs` (built on the meta device: no memory, no time)."
+    return _parameter_count(model, json.dumps(knobs, sort_keys=True))
+
+def first_below(curve, level: float) -> int:
+    "The first index at which `curve` is at or below `level`; -1 if it never is."
+    hit = np.flatnonzero(np.asarray(curve, dtype=float) <= level)
+    return int(hit[0]) if len(hit) else -1
+
+def matched_loss(hist: dict, levels=LOSS_LEVELS) -> dict:
+    "At the first epoch the train loss reaches each level: that epoch, both one-norms, the norm above its floor, the share, c_n."
+    c, out = hist['config'], {}
+    floor = parameter_count(c['model'], c['knobs']) * math.sqrt(c['eps'])
+    for level in levels:
+        n, k = first_below(hist['train_loss'], level), f'{level:g}'
+        at = lambda key: float(hist[key][n]) if n >= 0 else math.nan
+        out |= {f'epoch_at_{k}': n if n >= 0 else math.nan, f'norm_at_{k}': at('perturbed_one_norm'),
+                f'one_norm_at_{k}': at('one_norm'), f'excess_at_{k}': at('perturbed_one_norm') - floor,
+                f'share_at_{k}': at('small_eps_share'), f'c_n_at_{k}': coefficient_at(c['beta'], c['rho'], n) if n >= 0 else math.nan}
+    return out
 
 # %% ../nbs/11_cifar_figures.ipynb
 def _median_tail(x, frac: float = 0.1) -> float: return float(np.median(x[-max(1, int(len(x) * frac)):]))
@@ -79,54 +123,120 @@ def run_summary(hist: dict) -> dict:
     fit = next((n for n, a in enumerate(acc) if a >= 1.0), None)
     return dict(model=c['model'], label=model_label(c['model'], c['knobs']), beta=c['beta'], rho=c['rho'], eps=c['eps'],
                 h=c['h'], seed=c['seed'], peak_norm=hill.peak, peak_epoch=hill.epoch if hill.epoch >= 0 else math.nan,
-                hill_reason=hill.reason,
-                max_test_acc=max(hist['test_acc'], default=math.nan), final_norm=math.nan if hist['diverged'] else _median_tail(norm),
+                hill_reason=hill.reason, max_test_acc=max(hist['test_acc'], default=math.nan),
+                final_norm=math.nan if hist['diverged'] else _median_tail(norm),
+                final_train_loss=math.nan if hist['diverged'] else _median_tail(hist['train_loss']),
                 c_n_peak=cn(hill.epoch), c_n_last=cn(last), hc_n_last=c['h'] * cn(last),
                 share_peak=at('small_eps_share', hill.epoch), share_last=hist['small_eps_share'][-1],
-                final_train_acc=acc[-1], fit_epoch=math.nan if fit is None else fit,
-                epochs=hist['epochs_done'], diverged=hist['diverged'])
+                final_train_acc=acc[-1], fit_epoch=math.nan if fit is None else fit, **matched_loss(hist),
+                epochs=hist['epochs_done'], diverged=hist['diverged'], seconds=hist.get('seconds', math.nan))
 
 # %% ../nbs/11_cifar_figures.ipynb
-PAPER_SIGNS = dict(rho=dict(peak_norm=+1, max_test_acc=-1, final_norm=+1), beta=dict(peak_norm=-1, max_test_acc=+1, final_norm=-1))
-METRICS = dict(peak_norm='peak ‖∇E‖₁,ε', max_test_acc='best test accuracy', final_norm='final ‖∇E‖₁,ε')
+PAPER_SIGNS = dict(rho=+1, beta=-1)   # the sign of the one-norm's change that the theory predicts as the swept value grows
+METRICS = ({f'norm_at_{L:g}': f'‖∇E‖₁,ε at train loss ≤ {L:g}' for L in LOSS_LEVELS}
+           | {f'one_norm_at_{L:g}': f'‖∇E‖₁ at train loss ≤ {L:g}' for L in LOSS_LEVELS}
+           | {f'epoch_at_{L:g}': f'epochs to train loss ≤ {L:g}' for L in LOSS_LEVELS}
+           | dict(max_test_acc='best test accuracy', final_norm='final ‖∇E‖₁,ε', final_train_loss='final train loss',
+                  peak_norm='peak ‖∇E‖₁,ε'))
+
+def expected_sign(sweep: str, metric: str) -> int:
+    "The sign of X(b) − X(a), b > a, that the theory (norms) or the paper (test accuracy) predicts; 0 where none is predicted."
+    s = PAPER_SIGNS[sweep]
+    if metric.startswith(('norm_at_', 'one_norm_at_')) or metric in ('peak_norm', 'final_norm'): return s
+    return -s if metric == 'max_test_acc' else 0
 
 def sweep_runs(spec: dict, hists: list) -> tuple[pd.DataFrame, list[str]]:
     "One row per finished run of the sweep `spec` (the swept value in `value`), and a description of each failed run."
-    rows = [dict(sweep=spec['sweep'], value=h['config'][spec['sweep']], **run_summary(h)) for h in hists if isinstance(h, dict)]
+    rows = [dict(sweep=sweep_key(spec), value=h['config'][spec['sweep']], **run_summary(h)) for h in hists if isinstance(h, dict)]
     failed = [f"{describe(RunConfig(**f.item[0]))}: {f.error}" for f in hists if isinstance(f, Failure)]
     return pd.DataFrame(rows), failed
 
 # %% ../nbs/11_cifar_figures.ipynb
+def compared_pairs(values) -> list[tuple[float, float]]:
+    "The pairs a sweep compares: its first value against each other one, then each adjacent pair not already included."
+    v = sorted(float(x) for x in values)
+    return [(v[0], b) for b in v[1:]] + [(a, b) for a, b in zip(v[1:], v[2:])]
+
 def paired_comparisons(spec: dict, runs: pd.DataFrame) -> list[dict]:
-    "For each adjacent pair of swept values and each metric: the paired difference over seeds and its verdict."
-    out, values = [], sorted(runs.value.unique())
-    for a, b in zip(values, values[1:]):
+    "For every compared pair and metric: the paired difference over seeds (not yet judged: `primary` is False)."
+    out = []
+    for a, b in compared_pairs(runs.value.unique()):
         pa, pb = (runs[runs.value == v].set_index('seed') for v in (a, b))
         seeds = sorted(set(pa.index) | set(pb.index))
-        for m, expected in PAPER_SIGNS[spec['sweep']].items():
+        for m in METRICS:
             d = paired_difference(pa[m].reindex(seeds), pb[m].reindex(seeds))
-            out.append(dict(metric=m, a=float(a), b=float(b), **d._asdict(), expected=expected, verdict=verdict(d, expected)))
+            out.append(dict(model=spec['model'], sweep=sweep_key(spec), metric=m, a=a, b=b, **d._asdict(),
+                            expected=expected_sign(spec['sweep'], m), primary=False))
     return out
 
 # %% ../nbs/11_cifar_figures.ipynb
+SUMMARY_KEYS = ('peak_norm', 'peak_epoch', 'max_test_acc', 'final_norm', 'final_train_loss', 'final_train_acc', 'c_n_last',
+                'hc_n_last', 'share_last', 'seconds', *(f'{q}_at_{L:g}' for L in LOSS_LEVELS
+                                                        for q in ('epoch', 'norm', 'one_norm', 'excess', 'share', 'c_n')))
+
 def sweep_numbers(spec: dict, runs: pd.DataFrame, failed: list[str] = ()) -> dict:
-    "Means, standard deviations, hills, coefficients and paired comparisons of one sweep, with its failed runs."
+    "Means, standard deviations, hills, coefficients, per-seed values and paired comparisons of one sweep, with its failed runs."
     g = runs.groupby('value')
-    out = dict(model=spec['model'], label=runs.label.iloc[0] if len(runs) else spec['model'], sweep=spec['sweep'],
+    out = dict(model=spec['model'], label=runs.label.iloc[0] if len(runs) else spec['model'], sweep=spec['sweep'], key=sweep_key(spec),
                values=[float(v) for v in g.groups], h=spec['h'], fixed={k: spec[k] for k in ('beta', 'rho') if k != spec['sweep']},
                seeds=spec['seeds'], epochs=spec['epochs'], diverged_runs=int(runs.diverged.sum()) if len(runs) else 0,
-               failed_runs=list(failed), paper_signs=PAPER_SIGNS[spec['sweep']],
-               hills=g.peak_norm.count().astype(int).tolist(), runs_per_value=g.size().astype(int).tolist())
-    for q in ('peak_norm', 'peak_epoch', 'max_test_acc', 'final_norm', 'final_train_acc', 'c_n_last', 'hc_n_last', 'share_last'):
-        out[f'{q}_mean'], out[f'{q}_std'] = g[q].mean().tolist(), g[q].std().tolist()
+               failed_runs=list(failed), paper_signs={m: expected_sign(spec['sweep'], m) for m in METRICS},
+               hills=g.peak_norm.count().astype(int).tolist(), runs_per_value=g.size().astype(int).tolist(),
+               run_seconds=float(runs.seconds.sum()) if len(runs) else 0.0,
+               per_seed=runs[['value', 'seed', *METRICS]].to_dict('records'))
+    for q in SUMMARY_KEYS: out[f'{q}_mean'], out[f'{q}_std'] = g[q].mean().tolist(), g[q].std().tolist()
     out['comparisons'] = paired_comparisons(spec, runs)
     return out
 
 # %% ../nbs/11_cifar_figures.ipynb
+PRIMARY_METRICS = ('norm_at_0.1', 'norm_at_0.03', 'max_test_acc')   # the pre-registered primary metrics of every sweep
+
+def primaries_by_rule(specs: list[dict], metrics=PRIMARY_METRICS) -> list[dict]:
+    "The registration rule: for every sweep of a figure, each metric between the sweep's first and last value."
+    return [dict(model=s['model'], sweep=sweep_key(s), metric=m, a=float(min(s['values'])), b=float(max(s['values'])),
+                 expected=expected_sign(s['sweep'], m)) for s in specs for m in metrics]
+
+def _key(c: dict) -> tuple: return (c['model'], c['sweep'], c['metric'], float(c['a']), float(c['b']))
+
+def judge_figure(numbers: list[dict],    # `sweep_numbers` of the figure's sweeps
+                 primaries: list[dict],  # the figure's registered primaries (model, sweep, metric, a, b, expected)
+                 alpha: float = 0.05,    # the registered family-wise error rate
+                ) -> dict:
+    "Mark the registered primaries among the figure's comparisons and judge the family (Holm); the numbers gain verdicts."
+    comps = [c for n in numbers for c in n['comparisons']]
+    by_key = {_key(c): c for c in comps}
+    if missing := [p for p in primaries if _key(p) not in by_key]:
+        raise ValueError(f"registered primaries without runs to test them: {[_key(p) for p in missing]}")
+    if wrong := [p for p in primaries if by_key[_key(p)]['expected'] != p['expected']]:
+        raise ValueError(f"registered primaries whose predicted sign differs from the code's: {[_key(p) for p in wrong]}")
+    keys = {_key(p) for p in primaries}
+    judged = iter(judge_family([dict(c, primary=_key(c) in keys) for c in comps], alpha))
+    for n in numbers: n['comparisons'] = [next(judged) for _ in n['comparisons']]
+    prim = [c for n in numbers for c in n['comparisons'] if c['primary']]
+    return dict(alpha=alpha, k=len(prim), primaries=prim)
+
+# %% ../nbs/11_cifar_figures.ipynb
+def read_preregistration(path: str | Path = Path('data')/'preregistration.json') -> dict:
+    "The pre-registration (`nbs/data/preregistration.json`; the default path is the notebooks' own folder)."
+    reg = read_json(path, default=None)
+    if not isinstance(reg, dict) or 'figures' not in reg: raise FileNotFoundError(f"no pre-registration at {Path(path).resolve()}")
+    return reg
+
+def primaries_for(prereg: dict, fig: str, specs: list[dict]) -> tuple[list[dict], float, str]:
+    "The figure's primaries, α, and where they come from: the registered list where it fits these sweeps, else the registered rule."
+    f = prereg['figures'][fig]
+    rule = primaries_by_rule(specs, tuple(prereg['metrics']['primary_metrics']))
+    if {_key(p) for p in rule} == {_key(p) for p in f['primaries']}: return f['primaries'], f['alpha'], 'registered'
+    return rule, f['alpha'], 'the registered rule'
+
+# %% ../nbs/11_cifar_figures.ipynb
+TABLE1_METRICS = ('norm_at_0.1', 'norm_at_0.03', 'max_test_acc', 'final_norm', 'peak_norm')   # with paired differences
 TABLE1_COLUMNS = (['model', 'label', 'sweep', 'value', 'beta', 'rho', 'eps', 'h', 'epochs', 'seeds', 'hills', 'c_inf', 'c_sign',
-                   'c_n_peak', 'c_n_last', 'hc_n_last', 'share_last', 'peak_norm_mean', 'peak_norm_std', 'peak_epoch_mean',
-                   'max_test_acc_mean', 'max_test_acc_std', 'final_norm_mean', 'final_norm_std', 'final_train_acc']
-                  + [f'{s}_{m}' for m in METRICS for s in ('d', 'lo', 'hi', 'p')])
+                   'c_n_at_0.1', 'c_n_peak', 'c_n_last', 'hc_n_last', 'share_at_0.1', 'share_last', 'epoch_at_0.1_mean',
+                   'epoch_at_0.03_mean', 'norm_at_0.1_mean', 'norm_at_0.1_std', 'norm_at_0.03_mean', 'norm_at_0.03_std',
+                   'peak_norm_mean', 'peak_norm_std', 'peak_epoch_mean', 'max_test_acc_mean', 'max_test_acc_std',
+                   'final_norm_mean', 'final_norm_std', 'final_train_loss_mean', 'final_train_acc']
+                  + [f'{s}_{m}' for m in TABLE1_METRICS for s in ('d', 'lo', 'hi', 'p', 'p_holm', 'verdict')])
 
 def _group_row(model, sweep, value, g: pd.DataFrame) -> dict:
     beta, rho, eps, h = (float(g[k].iloc[0]) for k in ('beta', 'rho', 'eps', 'h'))
@@ -134,48 +244,60 @@ def _group_row(model, sweep, value, g: pd.DataFrame) -> dict:
     row = dict(model=model, label=g.label.iloc[0], sweep=sweep, value=value, beta=beta, rho=rho, eps=eps, h=h,
                epochs=int(g.epochs.max()), seeds=g.seed.nunique(), hills=int(g.peak_norm.count()), c_inf=c,
                c_sign=int(np.sign(c)), final_train_acc=g.final_train_acc.mean())
-    for q in ('c_n_peak', 'c_n_last', 'hc_n_last', 'share_last'): row[q] = g[q].mean()
-    row['peak_epoch_mean'] = g.peak_epoch.mean()
-    for q in METRICS: row[f'{q}_mean'], row[f'{q}_std'] = g[q].mean(), g[q].std()
+    for q in ('c_n_at_0.1', 'c_n_peak', 'c_n_last', 'hc_n_last', 'share_at_0.1', 'share_last'): row[q] = g[q].mean()
+    for q in ('epoch_at_0.1', 'epoch_at_0.03', 'peak_epoch', 'final_train_loss'): row[f'{q}_mean'] = g[q].mean()
+    for q in TABLE1_METRICS: row[f'{q}_mean'], row[f'{q}_std'] = g[q].mean(), g[q].std()
     return row
 
 # %% ../nbs/11_cifar_figures.ipynb
 def table1(runs: pd.DataFrame,  # the rows of `sweep_runs` for every sweep, concatenated
-           numbers: list[dict], # `sweep_numbers` of every sweep
+           numbers: list[dict], # `sweep_numbers` of every sweep, judged (`judge_figure`)
           ) -> pd.DataFrame:
-    "Table 1: one row per (model, sweep, value) group of runs, with `TABLE1_COLUMNS`."
+    "Table 1: one row per (model, sweep, value) group of runs, with `TABLE1_COLUMNS`; differences from the sweep's first value."
     rows = [_group_row(m, s, v, g) for (m, s, v), g in runs.groupby(['model', 'sweep', 'value'], sort=False)]
-    diffs = {(n['model'], n['sweep'], c['b'], c['metric']): c for n in numbers for c in n['comparisons']}
+    first = {(n['model'], n['key']): min(n['values']) for n in numbers}
+    diffs = {(c['model'], c['sweep'], c['a'], c['b'], c['metric']): c for n in numbers for c in n['comparisons']}
     for r in rows:
-        for m in METRICS:
-            c = diffs.get((r['model'], r['sweep'], float(r['value']), m), {})
-            r.update({f'd_{m}': c.get('mean', math.nan), f'lo_{m}': c.get('lo', math.nan), f'hi_{m}': c.get('hi', math.nan),
-                      f'p_{m}': c.get('p', math.nan)})
+        for m in TABLE1_METRICS:
+            c = diffs.get((r['model'], r['sweep'], first.get((r['model'], r['sweep'])), float(r['value']), m), {})
+            r.update({f'{s}_{m}': c.get(k, math.nan) for s, k in (('d', 'mean'), ('lo', 'lo'), ('hi', 'hi'), ('p', 'p'),
+                                                                  ('p_holm', 'p_holm'))})
+            r[f'verdict_{m}'] = c.get('verdict', '')
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
 # %% ../nbs/11_cifar_figures.ipynb
 def _pm(m, s, f): return f"{m:{f}} ± {s:{f}}" if not math.isnan(s) else (f"{m:{f}}" if not math.isnan(m) else '–')
 
-def _diff(t, m, f): return [('–' if math.isnan(d) else f"{d:+{f}} [{lo:+{f}}, {hi:+{f}}], p={p:.2g}")
-                            for d, lo, hi, p in zip(t[f'd_{m}'], t[f'lo_{m}'], t[f'hi_{m}'], t[f'p_{m}'])]
+def _diff(t, m, f):
+    out = []
+    for d, lo, hi, p, q, v in zip(*(t[f'{s}_{m}'] for s in ('d', 'lo', 'hi', 'p', 'p_holm', 'verdict'))):
+        if math.isnan(d): out.append('–'); continue
+        judged = f", Holm p={q:.2g}: {v}" if isinstance(v, str) and v not in ('', 'exploratory') else ''
+        out.append(f"{d:+{f}} [{lo:+{f}}, {hi:+{f}}], p={p:.2g}{judged}")
+    return out
 
 def _display(t: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({'model': t.label, 'value': t.value.map('{:g}'.format), 'β': t.beta.map('{:g}'.format),
-                         'ρ': t.rho.map('{:g}'.format), 'h': t.h.map('{:.1e}'.format), 'epochs': t.epochs,
-                         'seeds (hills)': [f'{s} ({k})' for s, k in zip(t.seeds, t.hills)], 'c∞': t.c_inf.map('{:.4g}'.format),
-                         'cₙ peak / last': [f'{a:.4g} / {b:.4g}' for a, b in zip(t.c_n_peak, t.c_n_last)],
-                         'h·cₙ last': t.hc_n_last.map('{:.2g}'.format),
-                         'peak ‖∇E‖₁,ε': [_pm(m, s, '.4g') for m, s in zip(t.peak_norm_mean, t.peak_norm_std)],
-                         'Δ peak [95% CI]': _diff(t, 'peak_norm', '.3g'),
+    ep = lambda c: t[c].map(lambda x: '–' if math.isnan(x) else f'{x:.0f}')
+    return pd.DataFrame({'model': t.label, 'sweep': t.sweep, 'value': t.value.map('{:g}'.format), 'h': t.h.map('{:.1e}'.format),
+                         'epochs': t.epochs, 'seeds (hills)': [f'{s} ({k})' for s, k in zip(t.seeds, t.hills)],
+                         'c∞': t.c_inf.map('{:.4g}'.format),
+                         'cₙ at loss 0.1 / last': [f'{a:.3g} / {b:.4g}' for a, b in zip(t['c_n_at_0.1'], t.c_n_last)],
+                         'epoch to loss 0.1 / 0.03': [f'{a} / {b}' for a, b in zip(ep('epoch_at_0.1_mean'), ep('epoch_at_0.03_mean'))],
+                         '‖∇E‖₁,ε at loss 0.1': [_pm(m, s, '.4g') for m, s in zip(t['norm_at_0.1_mean'], t['norm_at_0.1_std'])],
+                         'Δ at loss 0.1 [95% CI]': _diff(t, 'norm_at_0.1', '.3g'),
+                         '‖∇E‖₁,ε at loss 0.03': [_pm(m, s, '.4g') for m, s in zip(t['norm_at_0.03_mean'], t['norm_at_0.03_std'])],
+                         'Δ at loss 0.03 [95% CI]': _diff(t, 'norm_at_0.03', '.3g'),
                          'best test acc': [_pm(m, s, '.3f') for m, s in zip(t.max_test_acc_mean, t.max_test_acc_std)],
                          'Δ test acc [95% CI]': _diff(t, 'max_test_acc', '.3f'),
-                         'final ‖∇E‖₁,ε': [_pm(m, s, '.4g') for m, s in zip(t.final_norm_mean, t.final_norm_std)],
+                         'final ‖∇E‖₁,ε (final train loss)': [f"{_pm(m, s, '.4g')} ({l:.2g})" for m, s, l in
+                                                              zip(t.final_norm_mean, t.final_norm_std, t.final_train_loss_mean)],
                          'Δ final [95% CI]': _diff(t, 'final_norm', '.3g'),
+                         'peak ‖∇E‖₁,ε': [_pm(m, s, '.4g') for m, s in zip(t.peak_norm_mean, t.peak_norm_std)],
                          'train acc': t.final_train_acc.map('{:.3f}'.format)})
 
 # %% ../nbs/11_cifar_figures.ipynb
 def table1_markdown(t: pd.DataFrame) -> str:
-    "Table 1 as a Markdown table (means ± standard deviations over seeds; paired differences from the previous value)."
+    "Table 1 as a Markdown table (means ± standard deviations over seeds; paired differences from the sweep's first value)."
     d = _display(t)
     lines = ['| ' + ' | '.join(d.columns) + ' |', '|' + '---|' * len(d.columns)]
     return '\n'.join(lines + ['| ' + ' | '.join(map(str, r)) + ' |' for r in d.itertuples(index=False)]) + '\n'

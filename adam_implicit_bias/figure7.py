@@ -4,8 +4,9 @@
 
 # %% ../nbs/14_figure7.ipynb 2
 from __future__ import annotations
-import functools, math
+import functools, io, math, time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,16 +20,20 @@ from matplotlib.lines import Line2D
 from .penalty import penalized_adam_trajectory, theory_penalty
 from .toy import THETA0, bilinear_loss, correction_ratio, hyperbola_distance, ode_trajectories, valid_steps
 from .closeness import fit_slope
-from .train import RunConfig, run_sweep
-from .runs import Failure
-from .cifar import METRICS, run_summary, sweep_configs, sweep_specs
-from .stats import difference_text, paired_difference
+from .scales import scale_config
+from .train import (RunConfig, run_sweep, config_hash, cached_history, compute_settings, start_run,
+                                      train_epoch, plain_module, run_dir)
+from .files import json_hash, results_dir, write_checked, read_checked, write_checked_json, read_checked_json
+from .runs import Failure, run_parallel
+from .cifar import RUN_KEYS, run_summary, sweep_configs, sweep_seeds, sweep_specs
+from .stats import difference_text, judge_family, paired_difference
 from .plots import SIZES, add_caption, figure_style, value_colors
 
 # %% auto 0
-__all__ = ['CLAIMS', 'ARMS', 'ARM_METRICS', 'ARM_COLORS', 'toy_runs', 'expansion_valid_steps', 'penalty_table', 'penalty_claims',
-           'penalty_horizon', 'draw_toy_row', 'arm_configs', 'arm_runs', 'arm_comparisons', 'draw_cifar_row', 'figure7',
-           'toy_caption', 'cifar_caption', 'figure7_caption']
+__all__ = ['CLAIMS', 'LOCKSTEP_ARMS', 'THEORY_ARMS', 'ARM_METRICS', 'ARM_COLORS', 'toy_runs', 'expansion_valid_steps',
+           'penalty_table', 'penalty_claims', 'penalty_horizon', 'draw_toy_row', 'lockstep_configs', 'theory_configs',
+           'arm_runs', 'arm_comparisons', 'draw_cifar_row', 'figure7', 'toy_caption', 'cifar_caption',
+           'figure7_caption']
 
 # %% ../nbs/14_figure7.ipynb
 def toy_runs(beta: float, rho: float, # a = Adam(β, ρ), the target
@@ -155,20 +160,31 @@ def draw_toy_row(axs, table, claims: dict, horizon: dict, cfg: dict) -> list:
     return handles
 
 # %% ../nbs/14_figure7.ipynb
-ARMS = ('adam', 'reference', 'decoupled', 'coupled', 'cancelled')
+LOCKSTEP_ARMS = ('a', 'b', 'decoupled', 'coupled')
+THEORY_ARMS = ('adam', 'reference', 'decoupled', 'coupled')
 
-def arm_configs(cfg: dict,     # the `cifar` entry of the scale's `PENALTY` config: dict(model=, rho=)
-                scale: str,    # the scale whose Figure 6 sweep gives the runs
-                device: str | None = None,
-               ) -> dict[str, list[RunConfig]]:
-    "The five arms, each one `RunConfig` per seed of the scale's Figure 6 sweep of `cfg['model']`."
-    spec = next(s for f, s in sweep_specs(scale) if f == 'fig6' and s['model'] == cfg['model'])
-    beta, rho, runs = spec['beta'], cfg['rho'], sweep_configs(spec, scale, device)
+def lockstep_configs(scale: str, model: str, device: str | None = None) -> list[dict[str, RunConfig]]:
+    "Per seed, the arms of the lockstep test on `model` (`LOCKSTEP_ARMS`), with the data, seeds and h of the scale's sweeps."
+    lc, cc = scale_config('penalty', scale)['cifar']['lockstep'], scale_config('cifar', scale)
+    (beta, rho, rho_prime), spec = lc['triple'], next(s for _, s in sweep_specs(scale) if s['model'] == model)
+    base = dict(model=model, knobs=cc['models'][model], h=spec['h'], epochs=lc['models'][model], device=device or cc['device'],
+                beta=beta, rho=rho_prime, **{k: cc[k] for k in RUN_KEYS})
+    out = []
+    for s in range(cc['first_seed'], cc['first_seed'] + lc['seeds']):
+        b = RunConfig(**base, seed=s)
+        out.append(dict(a=replace(b, rho=rho), b=b, decoupled=replace(b, penalty='decoupled', penalty_rho=rho),
+                        coupled=replace(b, penalty='coupled', penalty_rho=rho)))
+    return out
+
+def theory_configs(scale: str, device: str | None = None) -> dict[str, list[RunConfig]]:
+    "The arms of the theory-λ row (`THEORY_ARMS`), each one `RunConfig` per seed; adam and reference are Figure 6 runs."
+    tc = scale_config('penalty', scale)['cifar']['theory']
+    spec = next(s for f, s in sweep_specs(scale) if f == 'fig6' and s['model'] == tc['model'])
+    beta, rho, seeds = spec['beta'], tc['rho'], sweep_seeds(spec, scale)[:tc['seeds']]
+    runs = [c for c in sweep_configs(spec, scale, device) if c.seed in seeds]
     adam, reference = ([c for c in runs if c.rho == r] for r in (rho, beta))
-    return dict(adam=adam, reference=reference,
-                decoupled=[replace(c, penalty='decoupled', penalty_rho=rho) for c in reference],
-                coupled=[replace(c, penalty='coupled', penalty_rho=rho) for c in reference],
-                cancelled=[replace(c, penalty='decoupled', penalty_rho=beta) for c in adam])
+    return dict(adam=adam, reference=reference, decoupled=[replace(c, penalty='decoupled', penalty_rho=rho) for c in reference],
+                coupled=[replace(c, penalty='coupled', penalty_rho=rho) for c in reference])
 
 # %% ../nbs/14_figure7.ipynb
 def arm_runs(hists: dict) -> pd.DataFrame:
