@@ -32,8 +32,8 @@ from .plots import SIZES, add_caption, figure_style, value_colors
 # %% auto 0
 __all__ = ['CLAIMS', 'LOCKSTEP_ARMS', 'THEORY_ARMS', 'ARM_METRICS', 'ARM_COLORS', 'toy_runs', 'expansion_valid_steps',
            'penalty_table', 'penalty_claims', 'penalty_horizon', 'draw_toy_row', 'lockstep_configs', 'theory_configs',
-           'arm_runs', 'arm_comparisons', 'draw_cifar_row', 'figure7', 'toy_caption', 'cifar_caption',
-           'figure7_caption']
+           'lockstep_folder', 'run_lockstep', 'run_lockstep_sweep', 'arm_runs', 'arm_comparisons', 'draw_cifar_row',
+           'figure7', 'toy_caption', 'cifar_caption', 'figure7_caption']
 
 # %% ../nbs/14_figure7.ipynb
 def toy_runs(beta: float, rho: float, # a = Adam(β, ρ), the target
@@ -185,6 +185,91 @@ def theory_configs(scale: str, device: str | None = None) -> dict[str, list[RunC
     adam, reference = ([c for c in runs if c.rho == r] for r in (rho, beta))
     return dict(adam=adam, reference=reference, decoupled=[replace(c, penalty='decoupled', penalty_rho=rho) for c in reference],
                 coupled=[replace(c, penalty='coupled', penalty_rho=rho) for c in reference])
+
+# %% ../nbs/14_figure7.ipynb
+def lockstep_folder(arms: dict[str, RunConfig], results: str | Path | None = None) -> Path:
+    "The folder of one lockstep set: named by its arms' names and config hashes."
+    return results_dir(results)/'lockstep'/json_hash({k: config_hash(c) for k, c in arms.items()})
+
+def _flat(model) -> Tensor: return torch.cat([p.detach().flatten().double() for p in model.parameters() if p.requires_grad])
+
+def _optim_state(opt) -> dict:
+    "The optimizer's state dict without what is not data (a penalty schedule, a function, which the config rebuilds)."
+    sd = opt.state_dict()
+    return dict(sd, param_groups=[{k: v for k, v in g.items() if not callable(v)} for g in sd['param_groups']])
+
+def _load_optim_state(opt, sd: dict) -> None:
+    kept = [{k: v for k, v in g.items() if callable(v)} for g in opt.param_groups]
+    opt.load_state_dict(sd)
+    for g, extra in zip(opt.param_groups, kept): g.update(extra)
+
+def _save_lockstep(path: Path, runs: dict, distances: dict, epochs_done: int) -> None:
+    buf = io.BytesIO()
+    torch.save(dict(epochs_done=epochs_done, distances=distances,
+                    arms={k: dict(model=plain_module(r.model).state_dict(), optim=_optim_state(r.opt), history=r.hist)
+                          for k, r in runs.items()}), buf)
+    write_checked(path, buf.getvalue())
+
+def _load_lockstep(path: Path, runs: dict) -> tuple[dict, int] | None:
+    if (data := read_checked(path)) is None: return None
+    state = torch.load(io.BytesIO(data), weights_only=True)
+    if set(state['arms']) != set(runs): return None
+    for k, r in runs.items():
+        plain_module(r.model).load_state_dict(state['arms'][k]['model']); _load_optim_state(r.opt, state['arms'][k]['optim'])
+        r.hist = state['arms'][k]['history']
+    return state['distances'], state['epochs_done']
+
+# %% ../nbs/14_figure7.ipynb
+def run_lockstep(arms: dict[str, RunConfig],           # arm name -> config; distances are measured from the first arm
+                 results: str | Path | None = None,    # results folder: the arms' histories go there, the lockstep state below it
+                 *, ckpt_every: int = 10,              # epochs between saves of the combined checkpoint
+                 stop_at: int | None = None,           # return after this many epochs without saving, as if killed (for tests)
+                ) -> dict:
+    "Train `arms` side by side, recording ‖θ_first − θ_arm‖ before every step; resumable. The distances and every arm's history."
+    if len({c.epochs for c in arms.values()}) != 1: raise ValueError(f"the arms must run the same epochs, got {[c.epochs for c in arms.values()]}")
+    folder, first, epochs = lockstep_folder(arms, results), next(iter(arms)), next(iter(arms.values())).epochs
+    done = read_checked_json(folder/'distances.json')
+    if done is not None and all((h := cached_history(c, results)) is not None for c in arms.values()):
+        return dict(done, histories={k: cached_history(c, results) for k, c in arms.items()})
+    with compute_settings(arms[first]):
+        runs = {k: start_run(c, folder) for k, c in arms.items()}   # the arms' own folders are inside the lockstep folder
+        distances, start = _load_lockstep(folder/'lockstep.pt', runs) or ({k: [] for k in arms if k != first}, 0)
+        alive = {k: not r.hist['finished'] for k, r in runs.items()}
+        for n in range(start, epochs):
+            if stop_at is not None and n >= stop_at: return dict(distances=distances, epochs_done=n, histories={k: r.hist for k, r in runs.items()})
+            ref = _flat(runs[first].model)
+            for k in distances: distances[k].append((ref - _flat(runs[k].model)).norm().item() if alive[k] and alive[first] else None)
+            for k, r in runs.items():
+                if not alive[k]: continue
+                t = time.perf_counter(); alive[k] = train_epoch(r, n); r.hist['seconds'] += time.perf_counter() - t
+            if (n + 1) % ckpt_every == 0 and n + 1 < epochs: _save_lockstep(folder/'lockstep.pt', runs, distances, n + 1)
+    for k, r in runs.items():
+        r.hist['finished'] = True
+        write_checked_json(run_dir(arms[k], results)/'config.json', r.hist['config'])
+        write_checked_json(run_dir(arms[k], results)/'history.json', r.hist)
+    out = dict(arms={k: config_hash(c) for k, c in arms.items()}, reference=first, epochs_done=epochs, distances=distances)
+    write_checked_json(folder/'distances.json', out)
+    return dict(out, histories={k: r.hist for k, r in runs.items()})
+
+# %% ../nbs/14_figure7.ipynb
+def _lockstep_item(item: tuple) -> dict:
+    "Run one lockstep set (its configs as plain dicts, which any process can unpickle)."
+    arms, results, ckpt_every = item
+    return run_lockstep({k: RunConfig(**c) for k, c in arms.items()}, results, ckpt_every=ckpt_every)
+
+def run_lockstep_sweep(sets: list[dict[str, RunConfig]], # one dict of arms per seed
+                       results: str | Path | None = None,
+                       *, jobs: int | None = None, ckpt_every: int = 10, keep_going: bool = False, progress: bool = True,
+                      ) -> list:
+    "`run_lockstep` for every set, in parallel processes; a `Failure` for a set that raised (or `RunsFailed` without keep_going)."
+    from dataclasses import asdict
+    from adam_implicit_bias.runs import RunsFailed
+    results = str(results_dir(results).resolve())
+    out = run_parallel(_lockstep_item, [({k: asdict(c) for k, c in s.items()}, results, ckpt_every) for s in sets],
+                       jobs=jobs, desc='lockstep', progress=progress)
+    if not keep_going and (failed := [f for f in out if isinstance(f, Failure)]):
+        raise RunsFailed(failed, describe=lambda item: f"lockstep set {json_hash({k: v['seed'] for k, v in item[0].items()})}")
+    return out
 
 # %% ../nbs/14_figure7.ipynb
 def arm_runs(hists: dict) -> pd.DataFrame:
