@@ -100,12 +100,13 @@ def t_interval(d,                        # paired differences, one per seed
     return float(d.mean() - half), float(d.mean() + half)
 
 def _bootstrap_t(x: np.ndarray, confidence: float, resamples: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    "Bootstrap-t bounds for the mean of each row of `x` [r, n]; resamples whose spread is zero are left out."
+    "Bootstrap-t bounds for the mean of each row of `x` [r, n]; resamples without spread (tied values) are left out."
     r, n = x.shape
     m, se = x.mean(1), x.std(1, ddof=1) / math.sqrt(n)
     xb = np.take_along_axis(x[:, None, :], rng.integers(0, n, (r, resamples, n)), 2)
     sb = xb.std(2, ddof=1) / math.sqrt(n)
-    t = np.where(sb > 0, (xb.mean(2) - m[:, None]) / np.where(sb > 0, sb, 1), np.nan)
+    ok = sb > 1e-9 * (np.abs(x).max(1, keepdims=True) + 1e-300)   # a spread at rounding level is no spread (tied values)
+    t = np.where(ok, (xb.mean(2) - m[:, None]) / np.where(ok, sb, 1), np.nan)
     hi_q, lo_q = np.nanquantile(t, 0.5 + confidence / 2, axis=1), np.nanquantile(t, 0.5 - confidence / 2, axis=1)
     return m - hi_q * se, m - lo_q * se
 
@@ -115,9 +116,10 @@ def paired_interval(d,                        # paired differences, one per seed
                     resamples: int = 9999,    # bootstrap resamples
                     seed: int = 0,            # seeds the bootstrap, so that the interval is reproducible
                    ) -> tuple[float, float]:
-    "The interval of the figures: bootstrap-t with at least `BOOTSTRAP_T_MIN` values, else the t-interval (NaN below 2)."
+    "The figures' interval: bootstrap-t from `BOOTSTRAP_T_MIN` values, else the t-interval; NaN below 2 or without spread."
     d = np.asarray(d, dtype=float)
-    if len(d) < BOOTSTRAP_T_MIN or np.ptp(d) == 0: return t_interval(d, confidence)
+    if len(d) < 2 or np.ptp(d) == 0: return math.nan, math.nan   # no spread, no interval (a t-interval would have width 0)
+    if len(d) < BOOTSTRAP_T_MIN: return t_interval(d, confidence)
     lo, hi = _bootstrap_t(d[None], confidence, resamples, np.random.default_rng(seed))
     return float(lo[0]), float(hi[0])
 
@@ -227,5 +229,7 @@ def difference_text(d: PairedDifference | dict, # or a dict with its fields, as 
     holm_p = d.get('p_holm', math.nan) if isinstance(d, dict) else math.nan
     if isinstance(d, dict): d = PairedDifference(**{k: d[k] for k in PairedDifference._fields})
     if not math.isfinite(d.mean): return 'no seed has both values'
-    if not (math.isfinite(d.lo) and math.isfinite(d.hi)): return f"{d.mean:+.3g} from {d.n} paired seed, too few to tell"
+    if not (math.isfinite(d.lo) and math.isfinite(d.hi)):
+        if d.n < 2: return f"{d.mean:+.3g} from {d.n} paired seed, too few to tell"
+        return f"{d.mean:+.3g} on each of {d.n} paired seeds (no spread, no interval), p = {d.p:.2g}" + (f", Holm p = {holm_p:.2g}" if math.isfinite(holm_p) else '')
     return f"{d.mean:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}], p = {d.p:.2g}" + (f", Holm p = {holm_p:.2g}" if math.isfinite(holm_p) else '')
