@@ -361,7 +361,7 @@ def draw_lockstep_row(axs, outs: list, nums: dict, label: str) -> None:
         for o in sets: f.plot(_curve(o['histories'][k]['penalty_ratio']), color=LOCK_COLORS[k], lw=0.5, alpha=0.6)
         f.plot([], [], color=LOCK_COLORS[k], label=k)
     e.axhline(1, color='0.4', lw=0.7); f.axhline(nums['window'], color='0.3', ls=':', lw=1)
-    d.set(yscale='log', xlabel='epoch', ylabel='distance to a', title=f"(d) {label}: distances to a")
+    d.set(yscale='log', xlabel='epoch', ylabel='distance to a', title='(d) distances to a')
     e.set(yscale='log', xlabel='epoch', ylabel='ratio of distances', title='(e) closure factor and control')
     f.set(yscale='log', xlabel='epoch', ylabel='median |λ u| / |g|', title=f"(f) penalty ratio (window: ≤ {nums['window']:g})")
     d.legend(fontsize=SIZES['legend'] - 0.5, loc='lower right'); e.legend(fontsize=SIZES['legend'] - 0.5, loc='lower left')
@@ -378,7 +378,7 @@ def draw_theory_row(axs, hists: dict, runs: pd.DataFrame, label: str) -> None:
             if r['diverged']: g.plot(len(r['perturbed_one_norm']) - 1, r['perturbed_one_norm'][-1], 'x', color=ARM_COLORS[arm], ms=5)
         g.plot([], [], color=ARM_COLORS[arm], label=arm)
     h.axhline(0.1, color='0.3', ls=':', lw=1, label='chance')
-    g.set(yscale='log', xlabel='epoch', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"(g) {label}, theory λ: the norm")
+    g.set(yscale='log', xlabel='epoch', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title='(g) the norm')
     h.set(xlabel='epoch', ylabel='train accuracy', title='(h) train accuracy', ylim=(0, 1.02))
     g.legend(fontsize=SIZES['legend'] - 0.5, loc='upper right', ncol=2); h.legend(fontsize=SIZES['legend'] - 0.5, loc='center right')
     order = [a for a in THEORY_ARMS if a in set(runs.arm)]
@@ -401,8 +401,12 @@ def figure7(table, claims: dict, horizon: dict, # the toy test: `penalty_table`,
         handles = draw_toy_row(sfs[0].subplots(1, 3), table, claims, horizon, toy_cfg)
         sfs[0].legend(handles=handles, loc='outside lower center', ncol=3, fontsize=SIZES['legend'] - 0.5,
                       title='(β, ρ, ρ′): slopes of ‖a − b‖ | ‖a − decoupled‖', title_fontsize=SIZES['legend'])
-        for sf, (model, (outs, nums, label)) in zip(sfs[1:], (lockstep or {}).items()): draw_lockstep_row(sf.subplots(1, 3), outs, nums, label)
-        if theory is not None: draw_theory_row(sfs[-1].subplots(1, 3), *theory)
+        for sf, (model, (outs, nums, label)) in zip(sfs[1:], (lockstep or {}).items()):
+            draw_lockstep_row(sf.subplots(1, 3), outs, nums, label)
+            sf.suptitle(f"{label}: the triple in lockstep, {nums['closure']['n']} seeds", x=0.01, ha='left', fontsize=9)
+        if theory is not None:
+            draw_theory_row(sfs[-1].subplots(1, 3), *theory)
+            sfs[-1].suptitle(f"{theory[2]}: the theory's λ_n, {theory[1].seed.nunique()} seeds (exploratory)", x=0.01, ha='left', fontsize=9)
         axes = [ax for sf in sfs for ax in sf.axes if ax.get_title()]   # panel letters run on down the rows
         for letter, ax in zip('abcdefghijklmnop', axes):
             t = ax.get_title()
