@@ -279,7 +279,7 @@ def closure(distances: dict,       # one lockstep set's distances from a: arm ->
             ratio,                 # the decoupled arm's penalty ratio per epoch
             window: float = 0.5,   # the largest ratio at which the expansion is taken to hold
            ) -> dict:
-    "One seed: its window, the closure factor and the coupled control at the window's last epoch, and when the closure ends."
+    "One seed: its window; at its last epoch the closure factor and the coupled control; when the decoupled arm stops being closer."
     b, dec, cpl, r = _curve(distances['b']), _curve(distances['decoupled']), _curve(distances['coupled']), _curve(ratio)
     over = np.flatnonzero(~(r <= window))
     end = int(over[0]) if len(over) else len(r)             # the first epoch outside the window
@@ -287,7 +287,9 @@ def closure(distances: dict,       # one lockstep set's distances from a: arm ->
     with np.errstate(all='ignore'): cf, ctrl = b / dec, b / cpl
     ok = last >= 2 and math.isfinite(cf[last])
     after = np.flatnonzero((np.arange(len(cf)) >= end) & ~(cf > 1))
+    farther = np.flatnonzero((np.arange(len(cf)) >= 2) & ~(cf > 1))   # NaN (a diverged arm) counts as not closer
     return dict(window_end=end, last_valid=last, closure=float(cf[last]) if ok else math.nan,
+                first_not_closer=int(farther[0]) if len(farther) else None,
                 control=float(ctrl[last]) if ok else math.nan, a_b=float(b[last]) if ok else math.nan,
                 a_decoupled=float(dec[last]) if ok else math.nan, a_coupled=float(cpl[last]) if ok else math.nan,
                 closure_ends=int(after[0]) if len(after) else None, epochs=len(r))
@@ -309,7 +311,7 @@ def lockstep_numbers(model: str, outs: list, window: float = 0.5, label: str | N
     ends = [s['closure_ends'] for s in seeds]
     return dict(model=model, label=label or model, window=window, seeds=seeds, arms=arms, failed_runs=[f.error for f in outs if isinstance(f, Failure)],
                 closure=_log_ratio([s['closure'] for s in seeds]), control=_log_ratio([s['control'] for s in seeds]),
-                window_ends=[s['window_end'] for s in seeds], closure_ends=ends)
+                window_ends=[s['window_end'] for s in seeds], closure_ends=ends, first_not_closer=[s['first_not_closer'] for s in seeds])
 
 # %% ../nbs/14_figure7.ipynb
 def judge_figure7(lockstep: dict, # model -> `lockstep_numbers`
@@ -348,7 +350,8 @@ def draw_lockstep_row(axs, outs: list, nums: dict, label: str) -> None:
     d, e, f = axs
     sets = [o for o in outs if isinstance(o, dict)]
     end, E = float(np.median(nums['window_ends'])), max(len(o['distances']['b']) for o in sets)
-    for ax in axs: _shade(ax, end, E - 1)
+    if end < E - 1:
+        for ax in axs: _shade(ax, end, E - 1)
     for k, style in (('b', '-'), ('decoupled', '--'), ('coupled', ':')):
         cs = [_curve(o['distances'][k]) for o in sets]
         for c in cs: d.plot(np.arange(2, len(c)), c[2:], style, color=LOCK_COLORS[k], lw=0.4, alpha=0.4)
@@ -435,12 +438,14 @@ def lockstep_caption(lockstep: dict, family: dict, triple, seeds, data_seed, fir
     def one(m, n):
         c, k = n['closure'], n['control']
         ends = [e for e in n['closure_ends'] if e is not None]
+        first = [e for e in n['first_not_closer'] if e is not None]
+        closer = (f"the decoupled arm is no closer to a than b from epoch {_span(first, '.0f')} on ({len(first)} of {c['n']} seeds)"
+                  if first else "the decoupled arm stays closer to a than b to the end of every run")
         arms = pd.DataFrame(n['arms'])
         fin = arms.groupby('arm').final_train_loss.median() if len(arms) else {}
         return (f"{n['label']} ({letters.pop(0)}): window ends at epoch {_span(n['window_ends'], '.0f')}; closure factor {c['geo_mean']:.3g} "
                 f"[{c['geo_lo']:.3g}, {c['geo_hi']:.3g}] over {c['n']} seeds, p = {c['p']:.2g}, Holm p = {c.get('p_holm', math.nan):.2g}: "
-                f"{c.get('verdict', '')}; control {k['geo_mean']:.3g} [{k['geo_lo']:.3g}, {k['geo_hi']:.3g}]; the closure factor falls to ≤ 1 "
-                f"at epoch {_span(ends, '.0f') if ends else 'never, within the run'}"
+                f"{c.get('verdict', '')}; control {k['geo_mean']:.3g} [{k['geo_lo']:.3g}, {k['geo_hi']:.3g}]; {closer}"
                 + (f"; final train loss b {fin.get('b', math.nan):.2g}, decoupled {fin.get('decoupled', math.nan):.2g}" if len(arms) else '')
                 + (f"; FAILED: {' | '.join(n['failed_runs'])}" if n['failed_runs'] else ''))
     i = 'abcdefghijklmnop'.index(first)

@@ -31,7 +31,8 @@ def test_lockstep_arms_are_the_trainers_runs_and_resume_after_a_kill(tmp_path):
 def test_closure_factor_window_and_end():
     d = dict(b=[0.0, 1e-9, 0.1, 0.2, 0.4, 0.8], decoupled=[0.0, 1e-9, 0.01, 0.02, 0.5, 5.0], coupled=[0.0, 1e-9, 0.1, 0.2, 0.4, None])
     c = F.closure(d, [0, 0.1, 0.2, 0.3, 0.7, 2.0])
-    assert (c['window_end'], c['last_valid'], c['closure_ends']) == (4, 3, 4) and c['closure'] == pytest.approx(10) and c['control'] == 1
+    assert (c['window_end'], c['last_valid'], c['closure_ends'], c['first_not_closer']) == (4, 3, 4, 4)
+    assert c['closure'] == pytest.approx(10) and c['control'] == 1
     assert math.isnan(F.closure(d, [0, 0.1, 0.9, 0.1, 0.1, 0.1])['closure'])       # a window of 2 epochs says nothing
     assert F.closure(d, [0, 0, 0, float('nan'), 0, 0])['window_end'] == 3            # a ratio that is not finite ends it
 
