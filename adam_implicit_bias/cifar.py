@@ -397,7 +397,7 @@ def plot_final(ax, spec: dict, runs: pd.DataFrame, numbers: dict) -> None:
     fl = np.exp(np.log(runs.final_train_loss).groupby(runs.value).mean())
     tw.plot(fl.index, fl, 's--', color='C1', ms=3, lw=1)
     tw.set_yscale('log'); tw.set_ylabel('final train loss', color='C1'); tw.tick_params(axis='y', which='both', colors='C1', labelsize=7)
-    fmt, (lo, hi) = matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.2g}'), tw.get_ylim()
+    fmt, (lo, hi) = matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.3g}'), tw.get_ylim()
     tw.yaxis.set_major_formatter(fmt)   # minor ticks labelled only when the range is under a decade (no major tick inside)
     tw.yaxis.set_minor_formatter(fmt if hi / lo < 10 else matplotlib.ticker.NullFormatter())
     tw.grid(False); tw.spines['right'].set_visible(True)
