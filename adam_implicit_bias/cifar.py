@@ -396,10 +396,12 @@ def plot_final(ax, spec: dict, runs: pd.DataFrame, numbers: dict) -> None:
     tw = ax.twinx()
     fl = runs.groupby('value').final_train_loss.mean()   # the mean over seeds, as the caption and Table 1 give it
     tw.plot(fl.index, fl, 's--', color='C1', ms=3, lw=1)
-    tw.set_yscale('log'); tw.set_ylabel('final train loss', color='C1'); tw.tick_params(axis='y', which='both', colors='C1', labelsize=7)
-    fmt, (lo, hi) = matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.3g}'), tw.get_ylim()
-    tw.yaxis.set_major_formatter(fmt)   # minor ticks labelled only when the range is under a decade (no major tick inside)
-    tw.yaxis.set_minor_formatter(fmt if hi / lo < 10 else matplotlib.ticker.NullFormatter())
+    lo, hi = fl.min(), fl.max()
+    tw.set_ylabel('final train loss', color='C1'); tw.tick_params(axis='y', which='both', colors='C1', labelsize=7)
+    if hi > 3 * lo:   # over a wide range on a log axis, labelling minor ticks only within a decade
+        tw.set_yscale('log')
+        fmt, (a, b) = matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.2g}'), tw.get_ylim()
+        tw.yaxis.set_major_formatter(fmt); tw.yaxis.set_minor_formatter(fmt if b / a < 10 else matplotlib.ticker.NullFormatter())
     tw.grid(False); tw.spines['right'].set_visible(True)
     _memory_axis(ax, sorted(runs.value.unique())); ax.set(ylabel='final ‖∇E‖₁,ε')
 
