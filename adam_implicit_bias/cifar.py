@@ -4,27 +4,33 @@
 
 # %% ../nbs/11_cifar_figures.ipynb 2
 from __future__ import annotations
-import math
+import functools, json, math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+import matplotlib
 import matplotlib.pyplot as plt
 
 from .scales import scale_config
 from .train import RunConfig, run_sweep, describe
 from .runs import Failure
-from .models import model_label
+from .models import make_model, model_label
 from .fields import memory_coefficients
-from .stats import difference_text, find_hill, paired_difference, verdict
+from .stats import difference_text, find_hill, judge_family, paired_difference
 from .files import atomic_write_bytes, read_json, results_dir
 from .plots import figure_style, value_colors, add_caption, save_figure, save_numbers, SIZES
 
 # %% auto 0
-__all__ = ['RUN_KEYS', 'PAPER_SIGNS', 'METRICS', 'TABLE1_COLUMNS', 'MARKS', 'coefficient_at', 'theory_table', 'sweep_specs',
-           'sweep_configs', 'table1_groups', 'run_summary', 'sweep_runs', 'paired_comparisons', 'sweep_numbers',
-           'table1', 'table1_markdown', 'table1_latex', 'write_table1', 'plot_metric', 'sweep_figure', 'sweep_caption',
-           'plot_hills', 'hills_figure', 'make_executor', 'search_summary']
+__all__ = ['RUN_KEYS', 'LOSS_LEVELS', 'PAPER_SIGNS', 'METRICS', 'SUMMARY_KEYS', 'PRIMARY_METRICS', 'TABLE1_METRICS',
+           'TABLE1_COLUMNS', 'MARKS', 'SEARCH_METRICS', 'coefficient_at', 'theory_table', 'sweep_specs', 'sweep_seeds',
+           'sweep_configs', 'sweep_key', 'table1_groups', 'parameter_count', 'first_below', 'matched_loss',
+           'run_summary', 'expected_sign', 'sweep_runs', 'compared_pairs', 'paired_comparisons', 'sweep_numbers',
+           'primaries_by_rule', 'judge_figure', 'read_preregistration', 'primaries_for', 'table1', 'table1_markdown',
+           'table1_latex', 'write_table1', 'plot_level_sets', 'plot_matched', 'plot_final', 'plot_accuracy',
+           'sweep_figure', 'sweep_caption', 'hills_check', 'plot_hills', 'hills_figure', 'make_executor',
+           'search_summary']
 
 # %% ../nbs/11_cifar_figures.ipynb
 def coefficient_at(beta: float, rho: float, n: int | None = None) -> float:
@@ -46,9 +52,15 @@ def theory_table(spec: dict) -> pd.DataFrame:
 
 # %% ../nbs/11_cifar_figures.ipynb
 def sweep_specs(scale: str) -> list[tuple[str, dict]]:
-    "(figure, sweep spec) for every sweep at `scale`: Figure 4, Figure 5, then each model of Figure 6."
+    "(figure, sweep spec) for every sweep at `scale`: Figure 4's rows, Figure 5, then each model of Figure 6."
     cfg = scale_config('cifar', scale)
-    return [('fig4', cfg['fig4']), ('fig5', cfg['fig5'])] + [('fig6', s) for s in cfg['fig6']]
+    return ([('fig4', cfg['fig4'])] + [('fig4', s) for s in cfg.get('fig4b', [])] + [('fig5', cfg['fig5'])]
+            + [('fig6', s) for s in cfg['fig6']])
+
+def sweep_seeds(spec: dict, scale: str) -> list[int]:
+    "The initialization seeds of the sweep `spec` at `scale`."
+    first = scale_config('cifar', scale).get('first_seed', 0)
+    return list(range(first, first + spec['seeds']))
 
 def sweep_configs(spec: dict,               # a sweep spec from `sweep_specs`
                   scale: str,               # the scale whose sizes to use
@@ -59,13 +71,47 @@ def sweep_configs(spec: dict,               # a sweep spec from `sweep_specs`
     common = dict(model=spec['model'], knobs=cfg['models'][spec['model']], h=spec['h'], epochs=spec['epochs'],
                   device=device or cfg['device'], **{k: cfg[k] for k in RUN_KEYS})
     fixed = {k: spec[k] for k in ('beta', 'rho') if k != spec['sweep']}
-    return [RunConfig(**common, **fixed, **{spec['sweep']: v}, seed=s) for v in spec['values'] for s in range(spec['seeds'])]
+    return [RunConfig(**common, **fixed, **{spec['sweep']: v}, seed=s) for v in spec['values'] for s in sweep_seeds(spec, scale)]
 
-RUN_KEYS = ('n_train', 'n_test', 'download', 'chunk', 'eps', 'eval_every', 'ckpt_every', 'dtype')  # a scale's shared run settings
+RUN_KEYS = ('n_train', 'n_test', 'data_seed', 'download', 'chunk', 'eps', 'eval_every', 'ckpt_every', 'dtype')  # a scale's shared run settings
+
+def sweep_key(spec: dict) -> str:
+    "The sweep's name: its swept hyperparameter and the fixed one, e.g. 'rho (beta=0.9)'."
+    fixed = 'rho' if spec['sweep'] == 'beta' else 'beta'
+    return f"{spec['sweep']} ({fixed}={spec[fixed]:g})"
 
 def table1_groups(scale: str) -> list[tuple[str, str, float]]:
-    "The (model, sweep, value) run groups that Table 1 has at `scale`, in order."
-    return list(dict.fromkeys((s['model'], s['sweep'], float(v)) for _, s in sweep_specs(scale) for v in s['values']))
+    "The (model, sweep key, value) run groups that Table 1 has at `scale`, in order."
+    return list(dict.fromkeys((s['model'], sweep_key(s), float(v)) for _, s in sweep_specs(scale) for v in s['values']))
+
+# %% ../nbs/11_cifar_figures.ipynb
+LOSS_LEVELS = (0.3, 0.1, 0.03, 0.01)   # train-loss levels at which the norms are compared (pre-registered)
+
+@functools.lru_cache(maxsize=None)
+def _parameter_count(model: str, knobs: str) -> int:
+    with torch.device('meta'): m = make_model(model, **json.loads(knobs))
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+def parameter_count(model: str, knobs: dict) -> int:
+    "The number p of trained parameters of `model` with `knobs` (built on the meta device: no memory, no time)."
+    return _parameter_count(model, json.dumps(knobs, sort_keys=True))
+
+def first_below(curve, level: float) -> int:
+    "The first index at which `curve` is at or below `level`; -1 if it never is."
+    hit = np.flatnonzero(np.asarray(curve, dtype=float) <= level)
+    return int(hit[0]) if len(hit) else -1
+
+def matched_loss(hist: dict, levels=LOSS_LEVELS) -> dict:
+    "At the first epoch the train loss reaches each level: that epoch, both one-norms, the norm above its floor, the share, c_n."
+    c, out = hist['config'], {}
+    floor = parameter_count(c['model'], c['knobs']) * math.sqrt(c['eps'])
+    for level in levels:
+        n, k = first_below(hist['train_loss'], level), f'{level:g}'
+        at = lambda key: float(hist[key][n]) if n >= 0 else math.nan
+        out |= {f'epoch_at_{k}': n if n >= 0 else math.nan, f'norm_at_{k}': at('perturbed_one_norm'),
+                f'one_norm_at_{k}': at('one_norm'), f'excess_at_{k}': at('perturbed_one_norm') - floor,
+                f'share_at_{k}': at('small_eps_share'), f'c_n_at_{k}': coefficient_at(c['beta'], c['rho'], n) if n >= 0 else math.nan}
+    return out
 
 # %% ../nbs/11_cifar_figures.ipynb
 def _median_tail(x, frac: float = 0.1) -> float: return float(np.median(x[-max(1, int(len(x) * frac)):]))
@@ -79,54 +125,120 @@ def run_summary(hist: dict) -> dict:
     fit = next((n for n, a in enumerate(acc) if a >= 1.0), None)
     return dict(model=c['model'], label=model_label(c['model'], c['knobs']), beta=c['beta'], rho=c['rho'], eps=c['eps'],
                 h=c['h'], seed=c['seed'], peak_norm=hill.peak, peak_epoch=hill.epoch if hill.epoch >= 0 else math.nan,
-                hill_reason=hill.reason,
-                max_test_acc=max(hist['test_acc'], default=math.nan), final_norm=math.nan if hist['diverged'] else _median_tail(norm),
+                hill_reason=hill.reason, max_test_acc=max(hist['test_acc'], default=math.nan),
+                final_norm=math.nan if hist['diverged'] else _median_tail(norm),
+                final_train_loss=math.nan if hist['diverged'] else _median_tail(hist['train_loss']),
                 c_n_peak=cn(hill.epoch), c_n_last=cn(last), hc_n_last=c['h'] * cn(last),
                 share_peak=at('small_eps_share', hill.epoch), share_last=hist['small_eps_share'][-1],
-                final_train_acc=acc[-1], fit_epoch=math.nan if fit is None else fit,
-                epochs=hist['epochs_done'], diverged=hist['diverged'])
+                final_train_acc=acc[-1], fit_epoch=math.nan if fit is None else fit, **matched_loss(hist),
+                epochs=hist['epochs_done'], diverged=hist['diverged'], seconds=hist.get('seconds', math.nan))
 
 # %% ../nbs/11_cifar_figures.ipynb
-PAPER_SIGNS = dict(rho=dict(peak_norm=+1, max_test_acc=-1, final_norm=+1), beta=dict(peak_norm=-1, max_test_acc=+1, final_norm=-1))
-METRICS = dict(peak_norm='peak ‖∇E‖₁,ε', max_test_acc='best test accuracy', final_norm='final ‖∇E‖₁,ε')
+PAPER_SIGNS = dict(rho=+1, beta=-1)   # the sign of the one-norm's change that the theory predicts as the swept value grows
+METRICS = ({f'norm_at_{L:g}': f'‖∇E‖₁,ε at train loss ≤ {L:g}' for L in LOSS_LEVELS}
+           | {f'one_norm_at_{L:g}': f'‖∇E‖₁ at train loss ≤ {L:g}' for L in LOSS_LEVELS}
+           | {f'epoch_at_{L:g}': f'epochs to train loss ≤ {L:g}' for L in LOSS_LEVELS}
+           | dict(max_test_acc='best test accuracy', final_norm='final ‖∇E‖₁,ε', final_train_loss='final train loss',
+                  peak_norm='peak ‖∇E‖₁,ε'))
+
+def expected_sign(sweep: str, metric: str) -> int:
+    "The sign of X(b) − X(a), b > a, that the theory (norms) or the paper (test accuracy) predicts; 0 where none is predicted."
+    s = PAPER_SIGNS[sweep]
+    if metric.startswith(('norm_at_', 'one_norm_at_')) or metric in ('peak_norm', 'final_norm'): return s
+    return -s if metric == 'max_test_acc' else 0
 
 def sweep_runs(spec: dict, hists: list) -> tuple[pd.DataFrame, list[str]]:
     "One row per finished run of the sweep `spec` (the swept value in `value`), and a description of each failed run."
-    rows = [dict(sweep=spec['sweep'], value=h['config'][spec['sweep']], **run_summary(h)) for h in hists if isinstance(h, dict)]
+    rows = [dict(sweep=sweep_key(spec), value=h['config'][spec['sweep']], **run_summary(h)) for h in hists if isinstance(h, dict)]
     failed = [f"{describe(RunConfig(**f.item[0]))}: {f.error}" for f in hists if isinstance(f, Failure)]
     return pd.DataFrame(rows), failed
 
 # %% ../nbs/11_cifar_figures.ipynb
+def compared_pairs(values) -> list[tuple[float, float]]:
+    "The pairs a sweep compares: its first value against each other one, then each adjacent pair not already included."
+    v = sorted(float(x) for x in values)
+    return [(v[0], b) for b in v[1:]] + [(a, b) for a, b in zip(v[1:], v[2:])]
+
 def paired_comparisons(spec: dict, runs: pd.DataFrame) -> list[dict]:
-    "For each adjacent pair of swept values and each metric: the paired difference over seeds and its verdict."
-    out, values = [], sorted(runs.value.unique())
-    for a, b in zip(values, values[1:]):
+    "For every compared pair and metric: the paired difference over seeds (not yet judged: `primary` is False)."
+    out = []
+    for a, b in compared_pairs(runs.value.unique()):
         pa, pb = (runs[runs.value == v].set_index('seed') for v in (a, b))
         seeds = sorted(set(pa.index) | set(pb.index))
-        for m, expected in PAPER_SIGNS[spec['sweep']].items():
+        for m in METRICS:
             d = paired_difference(pa[m].reindex(seeds), pb[m].reindex(seeds))
-            out.append(dict(metric=m, a=float(a), b=float(b), **d._asdict(), expected=expected, verdict=verdict(d, expected)))
+            out.append(dict(model=spec['model'], sweep=sweep_key(spec), metric=m, a=a, b=b, **d._asdict(),
+                            expected=expected_sign(spec['sweep'], m), primary=False))
     return out
 
 # %% ../nbs/11_cifar_figures.ipynb
+SUMMARY_KEYS = ('peak_norm', 'peak_epoch', 'max_test_acc', 'final_norm', 'final_train_loss', 'final_train_acc', 'c_n_last',
+                'hc_n_last', 'share_last', 'seconds', *(f'{q}_at_{L:g}' for L in LOSS_LEVELS
+                                                        for q in ('epoch', 'norm', 'one_norm', 'excess', 'share', 'c_n')))
+
 def sweep_numbers(spec: dict, runs: pd.DataFrame, failed: list[str] = ()) -> dict:
-    "Means, standard deviations, hills, coefficients and paired comparisons of one sweep, with its failed runs."
+    "Means, standard deviations, hills, coefficients, per-seed values and paired comparisons of one sweep, with its failed runs."
     g = runs.groupby('value')
-    out = dict(model=spec['model'], label=runs.label.iloc[0] if len(runs) else spec['model'], sweep=spec['sweep'],
+    out = dict(model=spec['model'], label=runs.label.iloc[0] if len(runs) else spec['model'], sweep=spec['sweep'], key=sweep_key(spec),
                values=[float(v) for v in g.groups], h=spec['h'], fixed={k: spec[k] for k in ('beta', 'rho') if k != spec['sweep']},
-               seeds=spec['seeds'], epochs=spec['epochs'], diverged_runs=int(runs.diverged.sum()) if len(runs) else 0,
-               failed_runs=list(failed), paper_signs=PAPER_SIGNS[spec['sweep']],
-               hills=g.peak_norm.count().astype(int).tolist(), runs_per_value=g.size().astype(int).tolist())
-    for q in ('peak_norm', 'peak_epoch', 'max_test_acc', 'final_norm', 'final_train_acc', 'c_n_last', 'hc_n_last', 'share_last'):
-        out[f'{q}_mean'], out[f'{q}_std'] = g[q].mean().tolist(), g[q].std().tolist()
+               seeds=int(runs.seed.nunique()) if len(runs) else 0, seeds_planned=spec['seeds'], epochs=spec['epochs'], diverged_runs=int(runs.diverged.sum()) if len(runs) else 0,
+               failed_runs=list(failed), paper_signs={m: expected_sign(spec['sweep'], m) for m in METRICS},
+               hills=g.peak_norm.count().astype(int).tolist(), runs_per_value=g.size().astype(int).tolist(),
+               run_seconds=float(runs.seconds.sum()) if len(runs) else 0.0,
+               per_seed=runs[['value', 'seed', *METRICS]].to_dict('records'))
+    for q in SUMMARY_KEYS: out[f'{q}_mean'], out[f'{q}_std'] = g[q].mean().tolist(), g[q].std().tolist()
     out['comparisons'] = paired_comparisons(spec, runs)
     return out
 
 # %% ../nbs/11_cifar_figures.ipynb
+PRIMARY_METRICS = ('norm_at_0.1', 'norm_at_0.03', 'max_test_acc')   # the pre-registered primary metrics of every sweep
+
+def primaries_by_rule(specs: list[dict], metrics=PRIMARY_METRICS) -> list[dict]:
+    "The registration rule: for every sweep of a figure, each metric between the sweep's first and last value."
+    return [dict(model=s['model'], sweep=sweep_key(s), metric=m, a=float(min(s['values'])), b=float(max(s['values'])),
+                 expected=expected_sign(s['sweep'], m)) for s in specs for m in metrics]
+
+def _key(c: dict) -> tuple: return (c['model'], c['sweep'], c['metric'], float(c['a']), float(c['b']))
+
+def judge_figure(numbers: list[dict],    # `sweep_numbers` of the figure's sweeps
+                 primaries: list[dict],  # the figure's registered primaries (model, sweep, metric, a, b, expected)
+                 alpha: float = 0.05,    # the registered family-wise error rate
+                ) -> dict:
+    "Mark the registered primaries among the figure's comparisons and judge the family (Holm); the numbers gain verdicts."
+    comps = [c for n in numbers for c in n['comparisons']]
+    by_key = {_key(c): c for c in comps}
+    if missing := [p for p in primaries if _key(p) not in by_key]:
+        raise ValueError(f"registered primaries without runs to test them: {[_key(p) for p in missing]}")
+    if wrong := [p for p in primaries if by_key[_key(p)]['expected'] != p['expected']]:
+        raise ValueError(f"registered primaries whose predicted sign differs from the code's: {[_key(p) for p in wrong]}")
+    keys = {_key(p) for p in primaries}
+    judged = iter(judge_family([dict(c, primary=_key(c) in keys) for c in comps], alpha))
+    for n in numbers: n['comparisons'] = [next(judged) for _ in n['comparisons']]
+    prim = [c for n in numbers for c in n['comparisons'] if c['primary']]
+    return dict(alpha=alpha, k=len(prim), primaries=prim)
+
+# %% ../nbs/11_cifar_figures.ipynb
+def read_preregistration(path: str | Path = Path('data')/'preregistration.json') -> dict:
+    "The pre-registration (`nbs/data/preregistration.json`; the default path is the notebooks' own folder)."
+    reg = read_json(path, default=None)
+    if not isinstance(reg, dict) or 'figures' not in reg: raise FileNotFoundError(f"no pre-registration at {Path(path).resolve()}")
+    return reg
+
+def primaries_for(prereg: dict, fig: str, specs: list[dict]) -> tuple[list[dict], float, str]:
+    "The figure's primaries, α, and where they come from: the registered list where it fits these sweeps, else the registered rule."
+    f = prereg['figures'][fig]
+    rule = primaries_by_rule(specs, tuple(prereg['metrics']['primary_metrics']))
+    if {_key(p) for p in rule} == {_key(p) for p in f['primaries']}: return f['primaries'], f['alpha'], 'registered'
+    return rule, f['alpha'], 'the registered rule'
+
+# %% ../nbs/11_cifar_figures.ipynb
+TABLE1_METRICS = ('norm_at_0.1', 'norm_at_0.03', 'max_test_acc', 'final_norm', 'peak_norm')   # with paired differences
 TABLE1_COLUMNS = (['model', 'label', 'sweep', 'value', 'beta', 'rho', 'eps', 'h', 'epochs', 'seeds', 'hills', 'c_inf', 'c_sign',
-                   'c_n_peak', 'c_n_last', 'hc_n_last', 'share_last', 'peak_norm_mean', 'peak_norm_std', 'peak_epoch_mean',
-                   'max_test_acc_mean', 'max_test_acc_std', 'final_norm_mean', 'final_norm_std', 'final_train_acc']
-                  + [f'{s}_{m}' for m in METRICS for s in ('d', 'lo', 'hi', 'p')])
+                   'c_n_at_0.1', 'c_n_peak', 'c_n_last', 'hc_n_last', 'share_at_0.1', 'share_last', 'epoch_at_0.1_mean',
+                   'epoch_at_0.03_mean', 'norm_at_0.1_mean', 'norm_at_0.1_std', 'norm_at_0.03_mean', 'norm_at_0.03_std',
+                   'peak_norm_mean', 'peak_norm_std', 'peak_epoch_mean', 'max_test_acc_mean', 'max_test_acc_std',
+                   'final_norm_mean', 'final_norm_std', 'final_train_loss_mean', 'final_train_acc']
+                  + [f'{s}_{m}' for m in TABLE1_METRICS for s in ('d', 'lo', 'hi', 'p', 'p_holm', 'verdict')])
 
 def _group_row(model, sweep, value, g: pd.DataFrame) -> dict:
     beta, rho, eps, h = (float(g[k].iloc[0]) for k in ('beta', 'rho', 'eps', 'h'))
@@ -134,48 +246,60 @@ def _group_row(model, sweep, value, g: pd.DataFrame) -> dict:
     row = dict(model=model, label=g.label.iloc[0], sweep=sweep, value=value, beta=beta, rho=rho, eps=eps, h=h,
                epochs=int(g.epochs.max()), seeds=g.seed.nunique(), hills=int(g.peak_norm.count()), c_inf=c,
                c_sign=int(np.sign(c)), final_train_acc=g.final_train_acc.mean())
-    for q in ('c_n_peak', 'c_n_last', 'hc_n_last', 'share_last'): row[q] = g[q].mean()
-    row['peak_epoch_mean'] = g.peak_epoch.mean()
-    for q in METRICS: row[f'{q}_mean'], row[f'{q}_std'] = g[q].mean(), g[q].std()
+    for q in ('c_n_at_0.1', 'c_n_peak', 'c_n_last', 'hc_n_last', 'share_at_0.1', 'share_last'): row[q] = g[q].mean()
+    for q in ('epoch_at_0.1', 'epoch_at_0.03', 'peak_epoch', 'final_train_loss'): row[f'{q}_mean'] = g[q].mean()
+    for q in TABLE1_METRICS: row[f'{q}_mean'], row[f'{q}_std'] = g[q].mean(), g[q].std()
     return row
 
 # %% ../nbs/11_cifar_figures.ipynb
 def table1(runs: pd.DataFrame,  # the rows of `sweep_runs` for every sweep, concatenated
-           numbers: list[dict], # `sweep_numbers` of every sweep
+           numbers: list[dict], # `sweep_numbers` of every sweep, judged (`judge_figure`)
           ) -> pd.DataFrame:
-    "Table 1: one row per (model, sweep, value) group of runs, with `TABLE1_COLUMNS`."
+    "Table 1: one row per (model, sweep, value) group of runs, with `TABLE1_COLUMNS`; differences from the sweep's first value."
     rows = [_group_row(m, s, v, g) for (m, s, v), g in runs.groupby(['model', 'sweep', 'value'], sort=False)]
-    diffs = {(n['model'], n['sweep'], c['b'], c['metric']): c for n in numbers for c in n['comparisons']}
+    first = {(n['model'], n['key']): min(n['values']) for n in numbers}
+    diffs = {(c['model'], c['sweep'], c['a'], c['b'], c['metric']): c for n in numbers for c in n['comparisons']}
     for r in rows:
-        for m in METRICS:
-            c = diffs.get((r['model'], r['sweep'], float(r['value']), m), {})
-            r.update({f'd_{m}': c.get('mean', math.nan), f'lo_{m}': c.get('lo', math.nan), f'hi_{m}': c.get('hi', math.nan),
-                      f'p_{m}': c.get('p', math.nan)})
+        for m in TABLE1_METRICS:
+            c = diffs.get((r['model'], r['sweep'], first.get((r['model'], r['sweep'])), float(r['value']), m), {})
+            r.update({f'{s}_{m}': c.get(k, math.nan) for s, k in (('d', 'mean'), ('lo', 'lo'), ('hi', 'hi'), ('p', 'p'),
+                                                                  ('p_holm', 'p_holm'))})
+            r[f'verdict_{m}'] = c.get('verdict', '')
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
 # %% ../nbs/11_cifar_figures.ipynb
 def _pm(m, s, f): return f"{m:{f}} ± {s:{f}}" if not math.isnan(s) else (f"{m:{f}}" if not math.isnan(m) else '–')
 
-def _diff(t, m, f): return [('–' if math.isnan(d) else f"{d:+{f}} [{lo:+{f}}, {hi:+{f}}], p={p:.2g}")
-                            for d, lo, hi, p in zip(t[f'd_{m}'], t[f'lo_{m}'], t[f'hi_{m}'], t[f'p_{m}'])]
+def _diff(t, m, f):
+    out = []
+    for d, lo, hi, p, q, v in zip(*(t[f'{s}_{m}'] for s in ('d', 'lo', 'hi', 'p', 'p_holm', 'verdict'))):
+        if math.isnan(d): out.append('–'); continue
+        judged = f", Holm p={q:.2g}: {v}" if isinstance(v, str) and v not in ('', 'exploratory') else ''
+        out.append(f"{d:+{f}} [{lo:+{f}}, {hi:+{f}}], p={p:.2g}{judged}")
+    return out
 
 def _display(t: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({'model': t.label, 'value': t.value.map('{:g}'.format), 'β': t.beta.map('{:g}'.format),
-                         'ρ': t.rho.map('{:g}'.format), 'h': t.h.map('{:.1e}'.format), 'epochs': t.epochs,
-                         'seeds (hills)': [f'{s} ({k})' for s, k in zip(t.seeds, t.hills)], 'c∞': t.c_inf.map('{:.4g}'.format),
-                         'cₙ peak / last': [f'{a:.4g} / {b:.4g}' for a, b in zip(t.c_n_peak, t.c_n_last)],
-                         'h·cₙ last': t.hc_n_last.map('{:.2g}'.format),
-                         'peak ‖∇E‖₁,ε': [_pm(m, s, '.4g') for m, s in zip(t.peak_norm_mean, t.peak_norm_std)],
-                         'Δ peak [95% CI]': _diff(t, 'peak_norm', '.3g'),
+    ep = lambda c: t[c].map(lambda x: '–' if math.isnan(x) else f'{x:.0f}')
+    return pd.DataFrame({'model': t.label, 'sweep': t.sweep, 'value': t.value.map('{:g}'.format), 'h': t.h.map('{:.1e}'.format),
+                         'epochs': t.epochs, 'seeds (hills)': [f'{s} ({k})' for s, k in zip(t.seeds, t.hills)],
+                         'c∞': t.c_inf.map('{:.4g}'.format),
+                         'cₙ at loss 0.1 / last': [f"{'–' if math.isnan(a) else format(a, '.3g')} / {b:.4g}" for a, b in zip(t['c_n_at_0.1'], t.c_n_last)],
+                         'epoch to loss 0.1 / 0.03': [f'{a} / {b}' for a, b in zip(ep('epoch_at_0.1_mean'), ep('epoch_at_0.03_mean'))],
+                         '‖∇E‖₁,ε at loss 0.1': [_pm(m, s, '.4g') for m, s in zip(t['norm_at_0.1_mean'], t['norm_at_0.1_std'])],
+                         'Δ at loss 0.1 [95% CI]': _diff(t, 'norm_at_0.1', '.3g'),
+                         '‖∇E‖₁,ε at loss 0.03': [_pm(m, s, '.4g') for m, s in zip(t['norm_at_0.03_mean'], t['norm_at_0.03_std'])],
+                         'Δ at loss 0.03 [95% CI]': _diff(t, 'norm_at_0.03', '.3g'),
                          'best test acc': [_pm(m, s, '.3f') for m, s in zip(t.max_test_acc_mean, t.max_test_acc_std)],
                          'Δ test acc [95% CI]': _diff(t, 'max_test_acc', '.3f'),
-                         'final ‖∇E‖₁,ε': [_pm(m, s, '.4g') for m, s in zip(t.final_norm_mean, t.final_norm_std)],
+                         'final ‖∇E‖₁,ε (final train loss)': [f"{_pm(m, s, '.4g')} ({l:.2g})" for m, s, l in
+                                                              zip(t.final_norm_mean, t.final_norm_std, t.final_train_loss_mean)],
                          'Δ final [95% CI]': _diff(t, 'final_norm', '.3g'),
+                         'peak ‖∇E‖₁,ε': [_pm(m, s, '.4g') for m, s in zip(t.peak_norm_mean, t.peak_norm_std)],
                          'train acc': t.final_train_acc.map('{:.3f}'.format)})
 
 # %% ../nbs/11_cifar_figures.ipynb
 def table1_markdown(t: pd.DataFrame) -> str:
-    "Table 1 as a Markdown table (means ± standard deviations over seeds; paired differences from the previous value)."
+    "Table 1 as a Markdown table (means ± standard deviations over seeds; paired differences from the sweep's first value)."
     d = _display(t)
     lines = ['| ' + ' | '.join(d.columns) + ' |', '|' + '---|' * len(d.columns)]
     return '\n'.join(lines + ['| ' + ' | '.join(map(str, r)) + ' |' for r in d.itertuples(index=False)]) + '\n'
@@ -200,90 +324,218 @@ def write_table1(t: pd.DataFrame, out_dir: str | Path, *, scale: str) -> list[Pa
 
 # %% ../nbs/11_cifar_figures.ipynb
 def _memory_axis(ax, values):
-    ax.set_xscale('function', functions=(lambda x: -np.log10(np.clip(1 - x, 1e-12, None)), lambda y: 1 - 10.0 ** (-y)))
+    "An x axis uniform in log(1/(1 − x)), with ticks at `values` and a margin of 15% of their span on either side."
+    fwd, inv = (lambda x: -np.log10(np.clip(1 - np.asarray(x, dtype=float), 1e-12, None))), (lambda y: 1 - 10.0 ** (-np.asarray(y)))
+    ax.set_xscale('function', functions=(fwd, inv))
+    y = fwd(values); pad = 0.15 * max(np.ptp(y), 0.5)
+    ax.set_xlim(inv(y.min() - pad), inv(y.max() + pad))
     ax.set_xticks(values, [f'{v:g}' for v in values])
     ax.minorticks_off()
 
 MARKS = {'as the paper': '✓', 'opposite to the paper': '✗', 'not distinguishable from noise at this scale': '~',
          'too few paired seeds to tell': '?'}
 
-def plot_metric(ax, spec: dict, runs: pd.DataFrame, numbers: dict, metric: str) -> None:
-    "One panel: `metric` against the swept value, per seed (grey) and mean ± sd (colour), the verdict on each gap."
-    for _, r in runs.sort_values('value').groupby('seed'): ax.plot(r.value, r[metric], color='0.6', lw=0.6, marker='.', ms=3)
-    m, s = runs.groupby('value')[metric].mean(), runs.groupby('value')[metric].std().fillna(0)
-    ax.fill_between(m.index, m - s, m + s, color='C0', alpha=0.2, lw=0)
-    ax.plot(m.index, m, 'o-', color='C0', ms=3.5)
-    for c in (c for c in numbers['comparisons'] if c['metric'] == metric):
-        x = math.sqrt((1 - c['a']) * (1 - c['b']))   # the gap's middle on the memory axis
-        ax.annotate(MARKS[c['verdict']], (1 - x, 0.97), xycoords=('data', 'axes fraction'), ha='center', va='top',
-                    fontsize=SIZES['note'], fontfamily='DejaVu Sans')   # the serif font has no ✓ ✗
-    if runs[metric].isna().all():
-        ax.text(0.5, 0.5, 'no run had a hill' if metric == 'peak_norm' else 'no values', transform=ax.transAxes, ha='center')
-    _memory_axis(ax, list(m.index))
-    ax.set_xlabel(f"${dict(rho=chr(92) + 'rho', beta=chr(92) + 'beta')[spec['sweep']]}$"); ax.set_ylabel(METRICS[metric])
+def _glyphs(numbers: dict, metrics: tuple) -> str:
+    "The verdicts of the primaries among `metrics`, each with its Holm-adjusted p-value, as a panel's second title line."
+    prim = [c for c in numbers['comparisons'] if c['primary'] and c['metric'] in metrics]
+    return '\n'.join(f"{MARKS[c['verdict']]} {_short(c['metric'])}: p_Holm = {c['p_holm']:.2g}" if math.isfinite(c['p_holm'])
+                       else f"? {_short(c['metric'])}" for c in prim) or 'exploratory'
+
+def _short(metric: str) -> str: return {'max_test_acc': 'accuracy'}.get(metric, metric.replace('norm_at_', 'loss ≤ '))
+
+def _per_seed(ax, runs: pd.DataFrame, y: str, color='C0', label=None):
+    for _, r in runs.sort_values('value').groupby('seed'): ax.plot(r.value, r[y], color='0.65', lw=0.5, marker='.', ms=2.5)
+    m = runs.groupby('value')[y].mean()
+    ax.plot(m.index, m, 'o-', color=color, ms=3.5, label=label)
 
 # %% ../nbs/11_cifar_figures.ipynb
-def sweep_figure(specs: list[dict], runs: list[pd.DataFrame], numbers: list[dict]) -> plt.Figure:
-    "Figures 4–6: one row of three panels (peak norm, best test accuracy, final norm) per sweep."
+def _first_passage(hist: dict, grid: np.ndarray) -> np.ndarray:
+    "The norm at the first epoch the train loss reaches each loss in `grid` (NaN where it never does)."
+    loss, norm = np.asarray(hist['train_loss']), np.asarray(hist['perturbed_one_norm'])
+    best = np.minimum.accumulate(loss)
+    idx = np.searchsorted(-best, -grid, side='left')   # first index with best <= level
+    return np.where(idx < len(loss), norm[np.minimum(idx, len(loss) - 1)], np.nan)
+
+def plot_level_sets(ax, spec: dict, hists: list) -> None:
+    "Panel (a): ‖∇E‖₁,ε against the train loss for every run (thin), and the median first-passage curve per value (thick)."
+    colors, sym = value_colors(spec['values']), dict(rho='ρ', beta='β')[spec['sweep']]
+    hists = [h for h in hists if isinstance(h, dict) and h['train_loss']]
+    lo = min([min(h['train_loss']) for h in hists], default=1e-3)
+    grid = np.geomspace(2.5, max(lo, 1e-4), 80)
+    for v in spec['values']:
+        group = [h for h in hists if h['config'][spec['sweep']] == v]
+        for h in group: ax.plot(h['train_loss'], h['perturbed_one_norm'], color=colors[v], lw=0.4, alpha=0.35)
+        if group:
+            with np.errstate(all='ignore'): med = np.nanmedian([_first_passage(h, grid) for h in group], axis=0)
+            ax.plot(grid, med, color=colors[v], lw=1.6, label=f'{sym} = {v:g}')
+    for L in LOSS_LEVELS:
+        ax.axvline(L, color='0.25' if f'norm_at_{L:g}' in PRIMARY_METRICS else '0.7', ls=':', lw=0.8)
+    ax.set(xscale='log', yscale='log', xlabel='train loss (falls →)', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$')
+    ax.invert_xaxis(); ax.legend(fontsize=SIZES['legend'], loc='lower left')
+
+# %% ../nbs/11_cifar_figures.ipynb
+def plot_matched(ax, spec: dict, runs: pd.DataFrame, numbers: dict) -> None:
+    "Panel (b): per seed, the norm at train loss 0.1 and 0.03 as a ratio to the sweep's first value."
+    v0, levels = min(runs.value), [m for m in PRIMARY_METRICS if m.startswith('norm_at_')]
+    for m, color in zip(levels, ('C0', 'C3')):
+        base = runs[runs.value == v0].set_index('seed')[m]
+        r = runs.assign(ratio=runs[m] / runs.seed.map(base))
+        for _, s in r.sort_values('value').groupby('seed'): ax.plot(s.value, s.ratio, color=color, lw=0.4, alpha=0.5)
+        g = np.exp(np.log(r.ratio).groupby(r.value).mean())
+        ax.plot(g.index, g, 'o-', color=color, ms=3.5, label=f"loss ≤ {m.split('_')[-1]}")
+    ax.axhline(1, color='0.4', lw=0.6)
+    if runs[list(levels)].isna().all().all():
+        ax.set_yticks([]); ax.text(0.5, 0.5, f"no run reached train loss {levels[0].split('_')[-1]}\nwithin its {int(runs.epochs.max())} epochs",
+                                   transform=ax.transAxes, ha='center', va='center', fontsize=SIZES['note'])
+    _memory_axis(ax, sorted(runs.value.unique()))
+    ax.legend(fontsize=SIZES['legend'], loc='upper left'); ax.set(ylabel=f'‖∇E‖₁,ε / its value at {v0:g}')
+
+def plot_final(ax, spec: dict, runs: pd.DataFrame, numbers: dict) -> None:
+    "Panel (c): the final norm per seed and mean, and the mean final train loss (right axis)."
+    _per_seed(ax, runs, 'final_norm')
+    tw = ax.twinx()
+    fl = runs.groupby('value').final_train_loss.mean()   # the mean over seeds, as the caption and Table 1 give it
+    tw.plot(fl.index, fl, 's--', color='C1', ms=3, lw=1)
+    lo, hi = fl.min(), fl.max()
+    tw.set_ylabel('final train loss', color='C1'); tw.tick_params(axis='y', which='both', colors='C1', labelsize=7)
+    if hi > 3 * lo:   # over a wide range on a log axis, labelling minor ticks only within a decade
+        tw.set_yscale('log')
+        fmt, (a, b) = matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:.2g}'), tw.get_ylim()
+        tw.yaxis.set_major_formatter(fmt); tw.yaxis.set_minor_formatter(fmt if b / a < 10 else matplotlib.ticker.NullFormatter())
+    tw.grid(False); tw.spines['right'].set_visible(True)
+    _memory_axis(ax, sorted(runs.value.unique())); ax.set(ylabel='final ‖∇E‖₁,ε')
+
+def plot_accuracy(ax, spec: dict, runs: pd.DataFrame, numbers: dict) -> None:
+    "Panel (d): the best test accuracy per seed and mean."
+    _per_seed(ax, runs, 'max_test_acc')
+    _memory_axis(ax, sorted(runs.value.unique())); ax.set(ylabel='best test accuracy')
+
+# %% ../nbs/11_cifar_figures.ipynb
+def sweep_figure(specs: list[dict], runs: list[pd.DataFrame], numbers: list[dict], histories: list[list]) -> plt.Figure:
+    "Figures 4–6: one row of four panels (level sets, matched loss, matched epoch, test accuracy) per sweep."
     with figure_style():
-        fig, axs = plt.subplots(len(specs), 3, figsize=(7.2, 2.5 * len(specs)), squeeze=False)
-        for row, spec, r, n in zip(axs, specs, runs, numbers):
-            for ax, metric in zip(row, METRICS): plot_metric(ax, spec, r, n, metric)
-            row[0].set_title(n['label'], loc='left')
-        fig.tight_layout()
+        fig = plt.figure(figsize=(10.5, 3.0 * len(specs)), layout='constrained')
+        for sf, spec, r, n, hs in zip(np.atleast_1d(fig.subfigures(len(specs), 1)), specs, runs, numbers, histories):
+            row = sf.subplots(1, 4, width_ratios=[1.25, 1, 1, 1])
+            plot_level_sets(row[0], spec, hs)
+            for ax, draw in zip(row[1:], (plot_matched, plot_final, plot_accuracy)):
+                draw(ax, spec, r, n); ax.set_xlabel(f'${dict(rho=chr(92) + "rho", beta=chr(92) + "beta")[spec["sweep"]]}$')
+            lines = ('exploratory', _glyphs(n, tuple(m for m in PRIMARY_METRICS if m.startswith('norm_at_'))), 'exploratory',
+                     _glyphs(n, ('max_test_acc',)))
+            for ax, t, l in zip(row, ('(a) level sets', '(b) at matched loss', '(c) at matched epoch', '(d) test accuracy'), lines):
+                ax.set_title(f'{t}\n{l}', loc='left', fontsize=7.5, fontfamily='DejaVu Sans')   # the serif font has no ✓ ✗
+            fixed = ', '.join(f"{dict(beta='β', rho='ρ')[k]} = {v:g}" for k, v in n['fixed'].items())
+            sf.suptitle(f"{n['label']}, {fixed}, h = {n['h']:g}: {dict(rho='ρ', beta='β')[spec['sweep']]} sweep", x=0.01, ha='left',
+                        fontsize=9)
     return fig
 
 # %% ../nbs/11_cifar_figures.ipynb
+def _seed_text(seeds) -> str:
+    s = sorted(int(x) for x in seeds)
+    return f"{s[0]}–{s[-1]}" if s == list(range(s[0], s[-1] + 1)) and len(s) > 1 else ', '.join(map(str, s))
+
 def _sweep_sentence(n: dict) -> str:
     fixed = ', '.join(f"{dict(beta='β', rho='ρ')[k]} = {v:g}" for k, v in n['fixed'].items())
-    sym = dict(rho='ρ', beta='β')[n['sweep']]
-    cn = '; '.join(f"{sym} = {v:g}: c∞ = {coefficient_at(*_pair(n, v)):.4g}, c_n = {c:.4g} (h·c_n = {hc:.2g})"
-                   for v, c, hc in zip(n['values'], n['c_n_last_mean'], n['hc_n_last_mean']))
-    said = '; '.join(f"{METRICS[c['metric']]} {sym} {c['a']:g}→{c['b']:g}: {difference_text(c)}"
-                     + (f", {c['verdict']}" if math.isfinite(c['lo']) else '') for c in n['comparisons'])
+    sym, vals = dict(rho='ρ', beta='β')[n['sweep']], n['values']
+    per = lambda q, f: ' / '.join(format(x, f) if math.isfinite(x) else '–' for x in n[f'{q}_mean'])
+    said = '; '.join(f"{METRICS[c['metric']]}, {sym} {c['a']:g}→{c['b']:g}: {difference_text(c)}, {c['verdict']}"
+                     for c in n['comparisons'] if c['primary'])
     trouble = ''.join([f"; {n['diverged_runs']} runs diverged" if n['diverged_runs'] else '',
                        f"; FAILED RUNS ({len(n['failed_runs'])}): " + ' | '.join(n['failed_runs']) if n['failed_runs'] else ''])
-    return (f"{n['label']}: {fixed}, h = {n['h']:g}, {n['epochs']} epochs, {n['seeds']} paired seeds; hills in "
-            f"{'/'.join(map(str, n['hills']))} of {'/'.join(map(str, n['runs_per_value']))} runs; at the last epoch {cn}{trouble}. "
-            f"Paired differences (mean [95% bootstrap CI], sign-flip p): {said}.")
+    return (f"{n['label']}, {fixed}, h = {n['h']:g}, {n['epochs']} epochs ({sym} = {' / '.join(f'{v:g}' for v in vals)}): "
+            f"c∞ = {' / '.join(f'{coefficient_at(*_pair(n, v)):.4g}' for v in vals)}, c_n = {per('c_n_at_0.1', '.3g')} at the "
+            f"epoch the train loss reached 0.1 and {per('c_n_last', '.4g')} at the last; epochs to loss 0.1: {per('epoch_at_0.1', '.0f')}, "
+            f"to 0.03: {per('epoch_at_0.03', '.0f')}{trouble}. Primaries: {said or 'none'}. At matched epoch (exploratory): final "
+            f"‖∇E‖₁,ε {per('final_norm', '.4g')} at final train loss {per('final_train_loss', '.2g')}.")
 
 def _pair(n: dict, v: float) -> tuple[float, float]:
     return (v, n['fixed']['rho']) if n['sweep'] == 'beta' else (n['fixed']['beta'], v)
 
-def sweep_caption(title: str, scale: str, numbers: list[dict]) -> str:
-    "The caption of a sweep figure: setting, coefficients, hills, failures and paired verdicts, per sweep."
-    return f"{title} (scale: {scale}). " + ' '.join(_sweep_sentence(n) for n in numbers)
+def sweep_caption(title: str, scale: str, numbers: list[dict], family: dict, source: str = 'registered',
+                  data_seed: int = 0, seeds=()) -> str:
+    "The caption of a sweep figure: scale, seeds, α and the family; per sweep its setting, coefficients and primaries."
+    n_seeds = min(n['seeds'] for n in numbers)
+    can = '' if n_seeds and _reachable(n_seeds, family) else (
+        f" With {n_seeds} seeds no primary can pass (the smallest sign-flip p is {2 / 2 ** n_seeds:.2g}): nothing can be "
+        f"distinguished at this scale, by construction.")
+    return (f"{title} (scale: {scale}; {n_seeds} paired seeds, {_seed_text(seeds) if len(seeds) else ''}, data_seed {data_seed}). "
+            f"α = {family['alpha']:g}, Holm's correction over this figure's {family['k']} primaries ({source}: each sweep's norm at "
+            f"train loss 0.1 and 0.03 and best test accuracy, first vs last value); a verdict glyph only on a primary, everything "
+            f"else exploratory (95% bootstrap-t intervals, raw sign-flip p; Table 1).{can} " + ' '.join(_sweep_sentence(n) for n in numbers))
+
+def _reachable(n: int, family: dict) -> bool:
+    from adam_implicit_bias.stats import holm_reachable
+    return family['k'] == 0 or holm_reachable(n, family['k'], family['alpha'])
 
 # %% ../nbs/11_cifar_figures.ipynb
 def _mean_curve(hists: list[dict], key: str) -> np.ndarray:
     n = min(len(h[key]) for h in hists)
     return np.mean([h[key][:n] for h in hists], axis=0)
 
-def plot_hills(axs, spec: dict, hists: list) -> None:
-    "Three stacked panels for one sweep: the norm per epoch (peaks ▼), h·c_n per epoch, and the small-ε share per epoch."
+def _falling(loss: np.ndarray, n: int, window: int = 10) -> float:
+    "The relative drop of `loss` over the `window` epochs from n (the last `window` epochs of the run, for an n near its end)."
+    start = max(0, min(n, len(loss) - 1 - window))
+    return float(1 - loss[min(start + window, len(loss) - 1)] / loss[start])
+
+def hills_check(spec: dict, hists: list) -> list[dict]:
+    "Per value: where h|c_n| and h|c_n|·share are largest, and the train loss, its fall over 10 epochs and the share there."
+    out = []
+    for v in spec['values']:
+        group = [h for h in hists if isinstance(h, dict) and h['config'][spec['sweep']] == v and h['train_loss']]
+        if not group: continue
+        beta, rho = (v, spec['rho']) if spec['sweep'] == 'beta' else (spec['beta'], v)
+        n = min(len(h['train_loss']) for h in group)
+        loss = np.exp(np.mean([np.log(np.clip(h['train_loss'][:n], 1e-30, None)) for h in group], axis=0))   # geometric mean
+        share = _mean_curve(group, 'small_eps_share')[:n]
+        hc = np.abs(spec['h'] * np.array([coefficient_at(beta, rho, k) for k in range(len(loss))]))
+        eff, last = hc * share, len(loss) - 1
+        at = int(np.argmax(eff)) if eff.max() > 0 else -1
+        out.append(dict(value=v, hc_max=float(hc[last]), hc_max_epoch=last, loss_at_hc_max=float(loss[last]),
+                        share_at_hc_max=float(share[last]), falling_at_hc_max=_falling(loss, last),
+                        eff_max=float(eff.max()), eff_epoch=at, hc_at_eff=float(hc[at]) if at >= 0 else 0.0,
+                        share_at_eff=float(share[at]) if at >= 0 else math.nan, loss_at_eff=float(loss[at]) if at >= 0 else math.nan,
+                        fall_at_eff=_falling(loss, at) if at >= 0 else math.nan,
+                        still_falling=bool(at >= 0 and _falling(loss, at) > 0.1)))
+    return out
+
+# %% ../nbs/11_cifar_figures.ipynb
+def plot_hills(axs, spec: dict, hists: list, legend: bool = True) -> None:
+    "Four stacked panels for one sweep: the norm per epoch (peaks ▼), the train loss, h·c_n (and times the share), the share."
     hists, colors, sym = [h for h in hists if isinstance(h, dict)], value_colors(spec['values']), dict(rho='ρ', beta='β')[spec['sweep']]
     label = model_label(spec['model'], hists[0]['config']['knobs']) if hists else spec['model']
+    tops, bottoms = [], []
     for v in spec['values']:
         group = [h for h in hists if h['config'][spec['sweep']] == v and h['perturbed_one_norm']]
         if not group: continue
         beta, rho = (v, spec['rho']) if spec['sweep'] == 'beta' else (spec['beta'], v)
-        axs[0].plot(_mean_curve(group, 'perturbed_one_norm'), color=colors[v], lw=1, label=f"{sym} = {v:g}")
+        norm = _mean_curve(group, 'perturbed_one_norm'); tops.append(norm.max()); bottoms.append(norm.min())
+        axs[0].plot(norm, color=colors[v], lw=1)
         for h in group:
             hill = find_hill(h['perturbed_one_norm'])
-            if hill.epoch >= 0: axs[0].plot(hill.epoch, hill.peak, 'v', color=colors[v], ms=4)
-        n = np.arange(len(_mean_curve(group, 'perturbed_one_norm')))
-        axs[1].plot(n, [spec['h'] * coefficient_at(beta, rho, int(k)) for k in n], color=colors[v], lw=1)
-        axs[2].plot(_mean_curve(group, 'small_eps_share'), color=colors[v], lw=1)
-    axs[0].set(yscale='log', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"{label}\n{sym} sweep")
-    axs[0].legend(loc='upper right', fontsize=SIZES['note'])
-    axs[1].set(ylabel='$h\\,c_n$'); axs[2].set(ylabel='small-ε share', xlabel='epoch', ylim=(0, 1.02))
+            if hill.epoch >= 0: axs[0].plot(hill.epoch, hill.peak, 'v', color=colors[v], ms=4); tops.append(hill.peak)
+        axs[1].plot(np.exp(_mean_curve([dict(l=np.log(np.clip(h['train_loss'], 1e-30, None))) for h in group], 'l')),
+                    color=colors[v], lw=1, label=f"{sym} = {v:g}")
+        n = np.arange(len(norm))
+        hc = spec['h'] * np.array([coefficient_at(beta, rho, int(k)) for k in n])
+        share = _mean_curve(group, 'small_eps_share')[:len(n)]
+        axs[2].plot(n, hc, color=colors[v], lw=1); axs[2].plot(n, hc * share, color=colors[v], lw=1, ls='--')
+        if (hc * share).min() < 0: axs[2].plot(np.argmin(hc * share), (hc * share).min(), 'o', color=colors[v], ms=3)
+        axs[3].plot(share, color=colors[v], lw=1)
+    if tops: axs[0].set_ylim(min(bottoms) / 1.5, max(tops) * 2.0)   # room above the highest peak, so no ▼ is clipped
+    axs[0].set(yscale='log', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"{label}\n{sym} sweep, {_fixed_text(spec)}")
+    axs[1].set(yscale='log', ylabel='train loss')
+    if legend: axs[1].legend(loc='lower left', fontsize=SIZES['legend'])
+    axs[2].set(ylabel='$h\\,c_n$ (– –: × share)'); axs[3].set(ylabel='small-ε share', xlabel='epoch', ylim=(0, 1.02))
 
-# %% ../nbs/11_cifar_figures.ipynb
+def _fixed_text(spec: dict) -> str:
+    k = 'rho' if spec['sweep'] == 'beta' else 'beta'
+    return f"{dict(beta='β', rho='ρ')[k]} = {spec[k]:g}"
+
 def hills_figure(specs: list[dict], histories: list[list]) -> plt.Figure:
     "The hills figure: one column of `plot_hills` per sweep."
     with figure_style():
-        fig, axs = plt.subplots(3, len(specs), figsize=(2.6 * len(specs), 6.0), sharex='col', squeeze=False,
-                                height_ratios=[1.4, 1, 1])
+        fig, axs = plt.subplots(4, len(specs), figsize=(2.7 * len(specs), 8.0), sharex='col', squeeze=False,
+                                height_ratios=[1.4, 1, 1, 1])
         for col, spec, group in zip(axs.T, specs, histories): plot_hills(col, spec, group)
         fig.tight_layout()
     return fig
@@ -298,16 +550,23 @@ def make_executor(slurm: dict | None, results: str | Path | None = None):
     return ex
 
 # %% ../nbs/11_cifar_figures.ipynb
+SEARCH_METRICS = ('final_norm', 'max_test_acc', 'peak_norm')   # what the search stored per run
+
 def search_summary(search: dict, # design name -> the record `research/cifar_search.py` writes
                   ) -> pd.DataFrame:
-    "One row per design, swept pair and metric: the setting, the coefficient at the last epoch, and the paired comparison."
+    "One row per design, adjacent swept pair and metric, recomputed from the stored runs: difference, interval, p, seeds agreeing."
     rows = []
     for name, d in search.items():
-        n = d['numbers']
-        cn = dict(zip(n['values'], n['c_n_last_mean']))
-        for c in n['comparisons']:
-            rows.append(dict(design=name, network=d['label'], images=d['n_train'], sweep=n['sweep'], pair=f"{c['a']:g}→{c['b']:g}",
-                             h=n['h'], epochs=n['epochs'], seeds=c['n'], c_n_last=f"{cn[c['a']]:.4g}→{cn[c['b']]:.4g}",
-                             metric=METRICS[c['metric']], diff=c['mean'], lo=c['lo'], hi=c['hi'], p=c['p'], verdict=c['verdict'],
-                             detectable=(c['hi'] - c['lo']) / 2))
+        n, runs = d['numbers'], pd.DataFrame(d['runs'])
+        then = {(c['a'], c['b'], c['metric']): c['verdict'] for c in n['comparisons']}
+        values = sorted(runs.value.unique())
+        for a, b in zip(values, values[1:]):
+            pa, pb = (runs[runs.value == v].set_index('seed') for v in (a, b))
+            for m in SEARCH_METRICS:
+                dd = (pb[m] - pa[m].reindex(pb.index)).dropna()
+                c = paired_difference(pa[m].reindex(pb.index), pb[m])
+                rows.append(dict(design=name, network=d['label'], sweep=n['sweep'], fixed=', '.join(f'{k}={v:g}' for k, v in n['fixed'].items())
+                                 if 'fixed' in n else '', pair=f"{a:g}→{b:g}", epochs=n['epochs'], metric=METRICS[m], n=c.n, diff=c.mean,
+                                 lo=c.lo, hi=c.hi, p=c.p, with_theory=f"{int((np.sign(dd) == expected_sign(n['sweep'], m)).sum())}/{len(dd)}",
+                                 reported_then=then.get((a, b, m), '')))
     return pd.DataFrame(rows)

@@ -4,8 +4,9 @@
 
 # %% ../nbs/14_figure7.ipynb 2
 from __future__ import annotations
-import functools, math
+import functools, io, math, time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,16 +20,21 @@ from matplotlib.lines import Line2D
 from .penalty import penalized_adam_trajectory, theory_penalty
 from .toy import THETA0, bilinear_loss, correction_ratio, hyperbola_distance, ode_trajectories, valid_steps
 from .closeness import fit_slope
-from .train import RunConfig, run_sweep
-from .runs import Failure
-from .cifar import METRICS, run_summary, sweep_configs, sweep_specs
-from .stats import difference_text, paired_difference
+from .scales import scale_config
+from .train import (RunConfig, run_sweep, config_hash, cached_history, compute_settings, start_run,
+                                      train_epoch, plain_module, run_dir)
+from .files import json_hash, results_dir, write_checked, read_checked, write_checked_json, read_checked_json
+from .runs import Failure, run_parallel
+from .cifar import RUN_KEYS, run_summary, sweep_configs, sweep_seeds, sweep_specs
+from .stats import difference_text, judge_family, paired_difference
 from .plots import SIZES, add_caption, figure_style, value_colors
 
 # %% auto 0
-__all__ = ['CLAIMS', 'ARMS', 'ARM_METRICS', 'ARM_COLORS', 'toy_runs', 'expansion_valid_steps', 'penalty_table', 'penalty_claims',
-           'penalty_horizon', 'draw_toy_row', 'arm_configs', 'arm_runs', 'arm_comparisons', 'draw_cifar_row', 'figure7',
-           'toy_caption', 'cifar_caption', 'figure7_caption']
+__all__ = ['CLAIMS', 'LOCKSTEP_ARMS', 'THEORY_ARMS', 'LOCK_COLORS', 'ARM_COLORS', 'toy_runs', 'expansion_valid_steps',
+           'penalty_table', 'penalty_claims', 'penalty_horizon', 'draw_toy_row', 'lockstep_configs', 'theory_configs',
+           'lockstep_folder', 'run_lockstep', 'run_lockstep_sweep', 'closure', 'lockstep_numbers', 'judge_figure7',
+           'theory_runs', 'draw_lockstep_row', 'draw_theory_row', 'figure7', 'toy_caption', 'lockstep_caption',
+           'coefficient_gap', 'theory_caption', 'figure7_caption']
 
 # %% ../nbs/14_figure7.ipynb
 def toy_runs(beta: float, rho: float, # a = Adam(β, ρ), the target
@@ -155,136 +161,325 @@ def draw_toy_row(axs, table, claims: dict, horizon: dict, cfg: dict) -> list:
     return handles
 
 # %% ../nbs/14_figure7.ipynb
-ARMS = ('adam', 'reference', 'decoupled', 'coupled', 'cancelled')
+LOCKSTEP_ARMS = ('a', 'b', 'decoupled', 'coupled')
+THEORY_ARMS = ('adam', 'reference', 'decoupled', 'coupled')
 
-def arm_configs(cfg: dict,     # the `cifar` entry of the scale's `PENALTY` config: dict(model=, rho=)
-                scale: str,    # the scale whose Figure 6 sweep gives the runs
-                device: str | None = None,
-               ) -> dict[str, list[RunConfig]]:
-    "The five arms, each one `RunConfig` per seed of the scale's Figure 6 sweep of `cfg['model']`."
-    spec = next(s for f, s in sweep_specs(scale) if f == 'fig6' and s['model'] == cfg['model'])
-    beta, rho, runs = spec['beta'], cfg['rho'], sweep_configs(spec, scale, device)
+def lockstep_configs(scale: str, model: str, device: str | None = None) -> list[dict[str, RunConfig]]:
+    "Per seed, the arms of the lockstep test on `model` (`LOCKSTEP_ARMS`), with the data, seeds and h of the scale's sweeps."
+    lc, cc = scale_config('penalty', scale)['cifar']['lockstep'], scale_config('cifar', scale)
+    (beta, rho, rho_prime), spec = lc['triple'], next(s for _, s in sweep_specs(scale) if s['model'] == model)
+    base = dict(model=model, knobs=cc['models'][model], h=spec['h'], epochs=lc['models'][model], device=device or cc['device'],
+                beta=beta, rho=rho_prime, **{k: cc[k] for k in RUN_KEYS})
+    out = []
+    for s in range(cc['first_seed'], cc['first_seed'] + lc['seeds']):
+        b = RunConfig(**base, seed=s)
+        out.append(dict(a=replace(b, rho=rho), b=b, decoupled=replace(b, penalty='decoupled', penalty_rho=rho),
+                        coupled=replace(b, penalty='coupled', penalty_rho=rho)))
+    return out
+
+def theory_configs(scale: str, device: str | None = None) -> dict[str, list[RunConfig]]:
+    "The arms of the theory-λ row (`THEORY_ARMS`), each one `RunConfig` per seed; adam and reference are Figure 6 runs."
+    tc = scale_config('penalty', scale)['cifar']['theory']
+    spec = next(s for f, s in sweep_specs(scale) if f == 'fig6' and s['model'] == tc['model'])
+    beta, rho, seeds = spec['beta'], tc['rho'], sweep_seeds(spec, scale)[:tc['seeds']]
+    runs = [c for c in sweep_configs(spec, scale, device) if c.seed in seeds]
     adam, reference = ([c for c in runs if c.rho == r] for r in (rho, beta))
-    return dict(adam=adam, reference=reference,
-                decoupled=[replace(c, penalty='decoupled', penalty_rho=rho) for c in reference],
-                coupled=[replace(c, penalty='coupled', penalty_rho=rho) for c in reference],
-                cancelled=[replace(c, penalty='decoupled', penalty_rho=beta) for c in adam])
+    return dict(adam=adam, reference=reference, decoupled=[replace(c, penalty='decoupled', penalty_rho=rho) for c in reference],
+                coupled=[replace(c, penalty='coupled', penalty_rho=rho) for c in reference])
 
 # %% ../nbs/14_figure7.ipynb
-def arm_runs(hists: dict) -> pd.DataFrame:
-    "One row per finished run of every arm: `cifar.run_summary`, and for a penalized run its mean λ_n and share of valid epochs."
+def lockstep_folder(arms: dict[str, RunConfig], results: str | Path | None = None) -> Path:
+    "The folder of one lockstep set: named by its arms' names and config hashes."
+    return results_dir(results)/'lockstep'/json_hash({k: config_hash(c) for k, c in arms.items()})
+
+def _flat(model) -> Tensor: return torch.cat([p.detach().flatten().double() for p in model.parameters() if p.requires_grad])
+
+def _optim_state(opt) -> dict:
+    "The optimizer's state dict without what is not data (a penalty schedule, a function, which the config rebuilds)."
+    sd = opt.state_dict()
+    return dict(sd, param_groups=[{k: v for k, v in g.items() if not callable(v)} for g in sd['param_groups']])
+
+def _load_optim_state(opt, sd: dict) -> None:
+    kept = [{k: v for k, v in g.items() if callable(v)} for g in opt.param_groups]
+    opt.load_state_dict(sd)
+    for g, extra in zip(opt.param_groups, kept): g.update(extra)
+
+def _save_lockstep(path: Path, runs: dict, distances: dict, epochs_done: int) -> None:
+    buf = io.BytesIO()
+    torch.save(dict(epochs_done=epochs_done, distances=distances,
+                    arms={k: dict(model=plain_module(r.model).state_dict(), optim=_optim_state(r.opt), history=r.hist)
+                          for k, r in runs.items()}), buf)
+    write_checked(path, buf.getvalue())
+
+def _load_lockstep(path: Path, runs: dict) -> tuple[dict, int] | None:
+    if (data := read_checked(path)) is None: return None
+    state = torch.load(io.BytesIO(data), weights_only=True)
+    if set(state['arms']) != set(runs): return None
+    for k, r in runs.items():
+        plain_module(r.model).load_state_dict(state['arms'][k]['model']); _load_optim_state(r.opt, state['arms'][k]['optim'])
+        r.hist = state['arms'][k]['history']
+    return state['distances'], state['epochs_done']
+
+# %% ../nbs/14_figure7.ipynb
+def run_lockstep(arms: dict[str, RunConfig],           # arm name -> config; distances are measured from the first arm
+                 results: str | Path | None = None,    # results folder: the arms' histories go there, the lockstep state below it
+                 *, ckpt_every: int = 10,              # epochs between saves of the combined checkpoint
+                 stop_at: int | None = None,           # return after this many epochs without saving, as if killed (for tests)
+                ) -> dict:
+    "Train `arms` side by side, recording ‖θ_first − θ_arm‖ before every step; resumable. The distances and every arm's history."
+    if len({c.epochs for c in arms.values()}) != 1: raise ValueError(f"the arms must run the same epochs, got {[c.epochs for c in arms.values()]}")
+    folder, first, epochs = lockstep_folder(arms, results), next(iter(arms)), next(iter(arms.values())).epochs
+    done = read_checked_json(folder/'distances.json')
+    if done is not None and all((h := cached_history(c, results)) is not None for c in arms.values()):
+        return dict(done, histories={k: cached_history(c, results) for k, c in arms.items()})
+    with compute_settings(arms[first]):
+        runs = {k: start_run(c, folder) for k, c in arms.items()}   # the arms' own folders are inside the lockstep folder
+        distances, start = _load_lockstep(folder/'lockstep.pt', runs) or ({k: [] for k in arms if k != first}, 0)
+        alive = {k: not r.hist['finished'] for k, r in runs.items()}
+        for n in range(start, epochs):
+            if stop_at is not None and n >= stop_at: return dict(distances=distances, epochs_done=n, histories={k: r.hist for k, r in runs.items()})
+            ref = _flat(runs[first].model)
+            for k in distances: distances[k].append((ref - _flat(runs[k].model)).norm().item() if alive[k] and alive[first] else None)
+            for k, r in runs.items():
+                if not alive[k]: continue
+                t = time.perf_counter(); alive[k] = train_epoch(r, n); r.hist['seconds'] += time.perf_counter() - t
+            if (n + 1) % ckpt_every == 0 and n + 1 < epochs: _save_lockstep(folder/'lockstep.pt', runs, distances, n + 1)
+    for k, r in runs.items():
+        r.hist['finished'] = True
+        write_checked_json(run_dir(arms[k], results)/'config.json', r.hist['config'])
+        write_checked_json(run_dir(arms[k], results)/'history.json', r.hist)
+    out = dict(arms={k: config_hash(c) for k, c in arms.items()}, reference=first, epochs_done=epochs, distances=distances)
+    write_checked_json(folder/'distances.json', out)
+    return dict(out, histories={k: r.hist for k, r in runs.items()})
+
+# %% ../nbs/14_figure7.ipynb
+def _lockstep_item(item: tuple) -> dict:
+    "Run one lockstep set (its configs as plain dicts, which any process can unpickle)."
+    arms, results, ckpt_every = item
+    return run_lockstep({k: RunConfig(**c) for k, c in arms.items()}, results, ckpt_every=ckpt_every)
+
+def run_lockstep_sweep(sets: list[dict[str, RunConfig]], # one dict of arms per seed
+                       results: str | Path | None = None,
+                       *, jobs: int | None = None, ckpt_every: int = 10, keep_going: bool = False, progress: bool = True,
+                      ) -> list:
+    "`run_lockstep` for every set, in parallel processes; a `Failure` for a set that raised (or `RunsFailed` without keep_going)."
+    from dataclasses import asdict
+    from adam_implicit_bias.runs import RunsFailed
+    results = str(results_dir(results).resolve())
+    out = run_parallel(_lockstep_item, [({k: asdict(c) for k, c in s.items()}, results, ckpt_every) for s in sets],
+                       jobs=jobs, desc='lockstep', progress=progress)
+    if not keep_going and (failed := [f for f in out if isinstance(f, Failure)]):
+        raise RunsFailed(failed, describe=lambda item: f"lockstep set {json_hash({k: v['seed'] for k, v in item[0].items()})}")
+    return out
+
+# %% ../nbs/14_figure7.ipynb
+def _curve(xs) -> np.ndarray: return np.array([math.nan if x is None else x for x in xs], dtype=float)
+
+def closure(distances: dict,       # one lockstep set's distances from a: arm -> per-epoch list (None after a divergence)
+            ratio,                 # the decoupled arm's penalty ratio per epoch
+            window: float = 0.5,   # the largest ratio at which the expansion is taken to hold
+           ) -> dict:
+    "One seed: its window; at its last epoch the closure factor and the coupled control; when the decoupled arm stops being closer."
+    b, dec, cpl, r = _curve(distances['b']), _curve(distances['decoupled']), _curve(distances['coupled']), _curve(ratio)
+    over = np.flatnonzero(~(r <= window))
+    end = int(over[0]) if len(over) else len(r)             # the first epoch outside the window
+    last = end - 1
+    with np.errstate(all='ignore'): cf, ctrl = b / dec, b / cpl
+    ok = last >= 2 and math.isfinite(cf[last])
+    after = np.flatnonzero((np.arange(len(cf)) >= end) & ~(cf > 1))
+    farther = np.flatnonzero((np.arange(len(cf)) >= 2) & ~(cf > 1))   # NaN (a diverged arm) counts as not closer
+    return dict(window_end=end, last_valid=last, closure=float(cf[last]) if ok else math.nan,
+                first_not_closer=int(farther[0]) if len(farther) else None,
+                control=float(ctrl[last]) if ok else math.nan, a_b=float(b[last]) if ok else math.nan,
+                a_decoupled=float(dec[last]) if ok else math.nan, a_coupled=float(cpl[last]) if ok else math.nan,
+                closure_ends=int(after[0]) if len(after) else None, epochs=len(r))
+
+# %% ../nbs/14_figure7.ipynb
+def _log_ratio(values) -> dict:
+    "The geometric mean of positive ratios with its interval and the sign-flip p of their logs (the test of log ratio = 0)."
+    x = np.log(np.asarray([v for v in values if v is not None and math.isfinite(v) and v > 0], dtype=float))
+    d = paired_difference(np.zeros(len(x)), x)
+    return dict(n=d.n, mean=d.mean, lo=d.lo, hi=d.hi, p=d.p, geo_mean=math.exp(d.mean) if d.n else math.nan,
+                geo_lo=math.exp(d.lo) if math.isfinite(d.lo) else math.nan, geo_hi=math.exp(d.hi) if math.isfinite(d.hi) else math.nan)
+
+def lockstep_numbers(model: str, outs: list, window: float = 0.5, label: str | None = None) -> dict:
+    "Per seed `closure` and the arms' `cifar.run_summary`; over seeds the log closure factor and log control, and the windows."
+    sets = [o for o in outs if isinstance(o, dict)]
+    seeds = [closure(o['distances'], o['histories']['decoupled']['penalty_ratio'], window) | dict(seed=o['histories']['a']['config']['seed'])
+             for o in sets]
+    arms = [dict(arm=k, **run_summary(h)) for o in sets for k, h in o['histories'].items()]
+    ends = [s['closure_ends'] for s in seeds]
+    return dict(model=model, label=label or model, window=window, seeds=seeds, arms=arms, failed_runs=[f.error for f in outs if isinstance(f, Failure)],
+                closure=_log_ratio([s['closure'] for s in seeds]), control=_log_ratio([s['control'] for s in seeds]),
+                window_ends=[s['window_end'] for s in seeds], closure_ends=ends, first_not_closer=[s['first_not_closer'] for s in seeds])
+
+# %% ../nbs/14_figure7.ipynb
+def judge_figure7(lockstep: dict, # model -> `lockstep_numbers`
+                  primaries: list[dict], alpha: float = 0.05) -> dict:
+    "Holm across Figure 7's registered primaries (log closure factor > 0 per network); each model's numbers gain its verdict."
+    comps = [dict(model=m, metric='log_closure_factor', **{k: n['closure'][k] for k in ('n', 'mean', 'lo', 'hi', 'p')}, expected=1,
+                  primary=any(p['model'] == m and p['metric'] == 'log_closure_factor' for p in primaries)) for m, n in lockstep.items()]
+    if missing := [p['model'] for p in primaries if p['model'] not in lockstep]:
+        raise ValueError(f"registered primaries of Figure 7 without runs to test them: {missing}")
+    judged = judge_family(comps, alpha)
+    for c in judged: lockstep[c['model']]['closure'] |= dict(p_holm=c['p_holm'], verdict=c['verdict'], k=c['k'], alpha=alpha)
+    return dict(alpha=alpha, k=sum(c['primary'] for c in comps), primaries=[c for c in judged if c['primary']])
+
+def theory_runs(hists: dict) -> pd.DataFrame:
+    "One row per finished run of the theory-λ arms: `cifar.run_summary`, the final train accuracy, and the share of valid epochs."
     rows = []
     for arm, group in hists.items():
         for h in (h for h in group if isinstance(h, dict)):
             r = np.asarray(h.get('penalty_ratio', []))
-            rows.append(dict(arm=arm, **run_summary(h), valid_share=float((r < 1).mean()) if len(r) else math.nan,
-                             mean_lambda=float(np.mean(h['penalty_lambda'])) if len(r) else 0.0))
+            rows.append(dict(arm=arm, **run_summary(h), valid_share=float((r < 1).mean()) if len(r) else math.nan))
     return pd.DataFrame(rows)
 
-ARM_METRICS = ('final_norm', 'peak_norm', 'max_test_acc')
+# %% ../nbs/14_figure7.ipynb
+LOCK_COLORS = dict(b='0.15', decoupled='tab:orange', coupled='tab:blue')
+ARM_COLORS = dict(adam='tab:red', reference='0.3', decoupled='tab:orange', coupled='tab:blue')
 
-def arm_comparisons(runs: pd.DataFrame) -> list[dict]:
-    "Paired differences of every arm from the reference and from adam, for each metric (seeds where both have it)."
-    out, by = [], {a: g.set_index('seed') for a, g in runs.groupby('arm')}
-    for base in ('reference', 'adam'):
-        for arm in (a for a in ARMS if a not in (base, 'reference') and a in by and base in by):  # reference − adam: adam − reference
-            seeds = sorted(set(by[arm].index) | set(by[base].index))
-            for m in ARM_METRICS:
-                d = paired_difference(by[base][m].reindex(seeds), by[arm][m].reindex(seeds))
-                out.append(dict(arm=arm, base=base, metric=m, **d._asdict(),
-                                differs=bool((d.lo > 0 or d.hi < 0) and d.p < 0.1)))
-    return out
+def _geo(curves: list) -> np.ndarray:
+    n = min(len(c) for c in curves)
+    with np.errstate(all='ignore'): return np.exp(np.nanmean(np.log(np.array([c[:n] for c in curves])), axis=0))
+
+def _shade(ax, start: float, stop: float, label: str | None = None):
+    ax.axvspan(start, stop, color='mistyrose', zorder=0, lw=0, label=label)
+
+def draw_lockstep_row(axs, outs: list, nums: dict, label: str) -> None:
+    "Panels (d)-(f) of one network's lockstep row."
+    d, e, f = axs
+    sets = [o for o in outs if isinstance(o, dict)]
+    end, E = float(np.median(nums['window_ends'])), max(len(o['distances']['b']) for o in sets)
+    if end < E - 1:
+        for ax in axs: _shade(ax, end, E - 1)
+    for k, style in (('b', '-'), ('decoupled', '--'), ('coupled', ':')):
+        cs = [_curve(o['distances'][k]) for o in sets]
+        for c in cs: d.plot(np.arange(2, len(c)), c[2:], style, color=LOCK_COLORS[k], lw=0.4, alpha=0.4)
+        d.plot(np.arange(2, len(_geo(cs))), _geo(cs)[2:], style, color=LOCK_COLORS[k], lw=1.5, label=f'‖a − {k}‖')
+    for k in ('decoupled', 'coupled'):
+        with np.errstate(all='ignore'): rs = [_curve(o['distances']['b']) / _curve(o['distances'][k]) for o in sets]
+        for r in rs: e.plot(np.arange(2, len(r)), r[2:], color=LOCK_COLORS[k], lw=0.4, alpha=0.4)
+        e.plot(np.arange(2, len(_geo(rs))), _geo(rs)[2:], color=LOCK_COLORS[k], lw=1.5,
+               label='closure ‖a−b‖/‖a−dec.‖' if k == 'decoupled' else 'control ‖a−b‖/‖a−coup.‖')
+        for o in sets: f.plot(_curve(o['histories'][k]['penalty_ratio']), color=LOCK_COLORS[k], lw=0.5, alpha=0.6)
+        f.plot([], [], color=LOCK_COLORS[k], label=k)
+    e.axhline(1, color='0.4', lw=0.7); f.axhline(nums['window'], color='0.3', ls=':', lw=1)
+    d.set(yscale='log', xlabel='epoch', ylabel='distance to a', title='(d) distances to a')
+    e.set(yscale='log', xlabel='epoch', ylabel='ratio of distances', title='(e) closure factor and control')
+    f.set(yscale='log', xlabel='epoch', ylabel='median |λ u| / |g|', title=f"(f) penalty ratio (window: ≤ {nums['window']:g})")
+    d.legend(fontsize=SIZES['legend'] - 0.5, loc='lower right'); e.legend(fontsize=SIZES['legend'] - 0.5, loc='lower left')
+    f.legend(fontsize=SIZES['legend'] - 0.5, loc='lower right')
 
 # %% ../nbs/14_figure7.ipynb
-ARM_COLORS = dict(adam='tab:red', reference='0.3', decoupled='tab:orange', coupled='tab:blue', cancelled='tab:green')
-
-def _mean_of(group: list[dict], key: str) -> np.ndarray:
-    group = [h for h in group if isinstance(h, dict) and h.get(key)]
-    n = min(len(h[key]) for h in group) if group else 0
-    return np.mean([h[key][:n] for h in group], axis=0) if n else np.array([])
-
-def draw_cifar_row(axs, hists: dict, runs: pd.DataFrame, label: str) -> None:
-    "Panels (d)-(f) of Figure 7's CIFAR row on the three axes `axs`."
-    d, e, f = axs
+def draw_theory_row(axs, hists: dict, runs: pd.DataFrame, label: str) -> None:
+    "Panels (g)-(i): the theory-λ arms, every run drawn to its own last epoch."
+    g, h, i = axs
     for arm, group in hists.items():
-        d.semilogy(_mean_of(group, 'perturbed_one_norm'), color=ARM_COLORS[arm], lw=1, label=arm)
-        if arm in ARMS[2:]: e.semilogy(_mean_of(group, 'penalty_ratio'), color=ARM_COLORS[arm], lw=1, label=arm)
-    e.axhline(1, color='0.4', ls=':', lw=1)
-    d.set(xlabel='epoch', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title=f"(d) {label.split(' (')[0]}: the norm, per arm"); d.legend(fontsize=SIZES['legend'])
-    e.set(xlabel='epoch', ylabel='median |λ u| / |g|', title='(e) penalty ratio (valid below 1)')
-    order = [a for a in ARMS if a in set(runs.arm)]
+        for r in (r for r in group if isinstance(r, dict)):
+            g.plot(r['perturbed_one_norm'], color=ARM_COLORS[arm], lw=0.5, alpha=0.7)
+            h.plot(r['train_acc'], color=ARM_COLORS[arm], lw=0.5, alpha=0.7)
+            if r['diverged']: g.plot(len(r['perturbed_one_norm']) - 1, r['perturbed_one_norm'][-1], 'x', color=ARM_COLORS[arm], ms=5)
+        g.plot([], [], color=ARM_COLORS[arm], label=arm)
+    h.axhline(0.1, color='0.3', ls=':', lw=1, label='chance')
+    g.set(yscale='log', xlabel='epoch', ylabel=r'$\|\nabla E\|_{1,\varepsilon}$', title='(g) the norm')
+    h.set(xlabel='epoch', ylabel='train accuracy', title='(h) train accuracy', ylim=(0, 1.02))
+    g.legend(fontsize=SIZES['legend'] - 0.5, loc='upper right', ncol=2); h.legend(fontsize=SIZES['legend'] - 0.5, loc='center right')
+    order = [a for a in THEORY_ARMS if a in set(runs.arm)]
     for _, r in runs.pivot(index='seed', columns='arm', values='max_test_acc')[order].iterrows():
-        f.plot(range(len(order)), r.values, color='0.7', lw=0.6, marker='.', ms=3)
-    f.plot(range(len(order)), runs.groupby('arm').max_test_acc.mean()[order].values, 'o', color='k', ms=4)
-    f.set_xticks(range(len(order)), order, rotation=30); f.set(ylabel='best test accuracy', title='(f) per seed (grey), mean (black)')
+        i.plot(range(len(order)), r.values, color='0.7', lw=0.6, marker='.', ms=3)
+    i.plot(range(len(order)), runs.groupby('arm').max_test_acc.mean()[order].values, 'o', color='k', ms=4)
+    i.set_xticks(range(len(order)), order, rotation=25); i.set(ylabel='best test accuracy', title='(i) per seed (grey), mean (black)')
 
 # %% ../nbs/14_figure7.ipynb
 def figure7(table, claims: dict, horizon: dict, # the toy test: `penalty_table`, `penalty_claims`, `penalty_horizon`
             toy_cfg: dict,                      # the `toy` entry of the scale's `PENALTY` config
-            hists: dict | None = None,          # the CIFAR arms' histories, arm -> [history or Failure]; None: the toy row only
-            runs: pd.DataFrame | None = None,   # `arm_runs(hists)`
-            label: str = '',                    # the CIFAR network's name
+            lockstep: dict | None = None,       # model -> (outs of `run_lockstep_sweep`, `lockstep_numbers`, label)
+            theory: tuple | None = None,        # (hists arm -> [history or Failure], `theory_runs`, label)
            ) -> plt.Figure:
-    "Figure 7: the toy row (a)-(c) and, given the arms, the CIFAR row (d)-(f)."
-    rows = 1 if hists is None else 2
+    "Figure 7: the toy row (a)-(c), a lockstep row per network, and the theory-λ row."
+    rows = 1 + len(lockstep or {}) + (theory is not None)
     with figure_style():
-        fig, axs = plt.subplots(rows, 3, figsize=(7.6, 3.3 * rows), squeeze=False)
-        handles = draw_toy_row(axs[0], table, claims, horizon, toy_cfg)
-        if hists is not None: draw_cifar_row(axs[1], hists, runs, label)
-        fig.legend(handles=handles, loc='lower center', ncol=3, fontsize=SIZES['legend'] - 0.5, bbox_to_anchor=(0.5, 0.0),
-                   title='(β, ρ, ρ′): slopes of ‖a − b‖ | ‖a − decoupled‖', title_fontsize=SIZES['legend'])
-        fig.tight_layout(rect=(0, 0.16 / rows, 1, 1))
+        fig = plt.figure(figsize=(7.6, 3.1 * rows + 0.7), layout='constrained')
+        sfs = np.atleast_1d(fig.subfigures(rows, 1, height_ratios=[1.25] + [1] * (rows - 1)))
+        handles = draw_toy_row(sfs[0].subplots(1, 3), table, claims, horizon, toy_cfg)
+        sfs[0].legend(handles=handles, loc='outside lower center', ncol=3, fontsize=SIZES['legend'] - 0.5,
+                      title='(β, ρ, ρ′): slopes of ‖a − b‖ | ‖a − decoupled‖', title_fontsize=SIZES['legend'])
+        for sf, (model, (outs, nums, label)) in zip(sfs[1:], (lockstep or {}).items()):
+            draw_lockstep_row(sf.subplots(1, 3), outs, nums, label)
+            sf.suptitle(f"{label}: the triple in lockstep, {nums['closure']['n']} seeds", x=0.01, ha='left', fontsize=9)
+        if theory is not None:
+            draw_theory_row(sfs[-1].subplots(1, 3), *theory)
+            sfs[-1].suptitle(f"{theory[2]}: the theory's λ_n, {theory[1].seed.nunique()} seeds (exploratory)", x=0.01, ha='left', fontsize=9)
+        axes = [ax for sf in sfs for ax in sf.axes if ax.get_title()]   # panel letters run on down the rows
+        for letter, ax in zip('abcdefghijklmnop', axes):
+            t = ax.get_title()
+            if t.startswith('('): ax.set_title(f'({letter})' + t[t.index(')') + 1:])
     return fig
-
-def _span(values, fmt='.2g') -> str:
-    "min–max of `values` as text (one value if they agree to the format)."
-    lo, hi = format(min(values), fmt), format(max(values), fmt)
-    return lo if lo == hi else f'{lo}–{hi}'
 
 # %% ../nbs/14_figure7.ipynb
 def toy_caption(claims: dict, horizon: dict, cfg: dict) -> str:
-    "The caption of Figure 7's toy row, every number in it measured: what was compared, the three claims, past the valley."
+    "The caption of Figure 7's toy row, every number in it measured."
     cs, yes = list(claims.values()), lambda k: 'yes' if all(c[k] for c in cs) else 'NO for ' + ', '.join(
         name for name, c in claims.items() if not c[k])
     invalid = sorted({h for c in cs for h in c['invalid_hs']})
-    v, e, L = horizon['at_valid_until'], horizon['at_end'], horizon['final_loss']
-    hs, triples = sorted(cfg['hs']), '; '.join(f"({c['beta']:g}, {c['rho']:g}, {c['rho_prime']:g})" for c in cs)
-    return (f"Top row: Theorem 3.1's mechanism tested on E = ½(4θ₁θ₂ − 3)² from (2.8, 3.5), ε = {cfg['eps']:g}, at time T = {cfg['T']:g} "
-            f"(T/h steps), for (β, ρ, ρ′) ∈ {{{triples}}}: "
-            f"a = Adam(β, ρ), b = Adam(β, ρ′), decoupled = b plus the step −h·λ_n·H(g/R)/R after each update with "
-            f"λ_n = h(c_n(β, ρ) − c_n(β, ρ′)), coupled = b run on E + λ_n‖∇E‖₁,ε. (a) At h = {cfg['check_h']:g} the decoupled run is "
-            f"{_span([c['closer_at_check_h'] for c in cs], '.0f')}× closer to a than b is (at least 10×: {yes('decoupled_10x_closer')}). "
-            f"Fitted slopes against h: {_span([c['slope_b'] for c in cs])} for ‖a − b‖, {_span([c['slope_decoupled'] for c in cs])} "
-            f"for ‖a − decoupled‖ (per triple in the legend); from h = {hs[-1]:g} to {hs[0]:g}, ‖a − decoupled‖ falls "
-            f"{_span([c['fall_decoupled'] for c in cs], '.1f')}× against {_span([c['fall_b'] for c in cs], '.1f')}× for ‖a − b‖ "
-            f"(faster: {yes('decoupled_falls_faster')}). (b) The same penalty inside the loss changes ‖a − b‖ by at most "
-            f"{max(c['coupled_deviation_checked'] for c in cs):.1%} where checked (h ≤ {cfg['check_h']:g}, and every h when ρ′ = β; "
-            f"within 10%: {yes('coupled_within_10pct')}), and by at most {max(c['coupled_deviation_all_h'] for c in cs):.1%} at any h. "
-            f"Compared only where Figure 2's validity test (threshold {cfg['validity']:g}) passes for both Adams up to T; it failed at "
-            f"{', '.join(f'h = {h:g}' for h in invalid) if invalid else 'no h'}. (c) One triple, h = {horizon['h']:g}, run to "
-            f"t = {horizon['T']:g}: the expansion holds until t = {horizon['valid_until']:.2f} (shaded beyond), where the distances to a "
-            f"are {v['b']:.1e} (b), {v['decoupled']:.1e} (decoupled), {v['coupled']:.1e} (coupled). Past it g → 0, u/R grows like 1/|g|, "
-            f"and at t = {horizon['T']:g} they are {e['b']:.1e}, {e['decoupled']:.1e}, {e['coupled']:.1e}: a and b reach the hyperbola "
-            f"(loss {L['a']:.0e}, {L['b']:.0e}), the penalized runs stop short of it (loss {L['decoupled']:.2g}, {L['coupled']:.2g}), "
-            f"at |4θ₁θ₂ − 3| = {horizon['level_ratio']['decoupled']:.2f} and {horizon['level_ratio']['coupled']:.2f} times 4|λ|(θ₁ + θ₂), "
-            f"where E + λ‖∇E‖₁ is smallest for λ < 0.")
+    return (f"(a–c) The mechanism on E = ½(4θ₁θ₂ − 3)² from (2.8, 3.5), ε = {cfg['eps']:g}, at T = {cfg['T']:g}, for {len(cs)} triples "
+            f"(β, ρ, ρ′): a = Adam(β, ρ), b = Adam(β, ρ′), decoupled = b plus −h·λ_n·H(g/R)/R after each step with λ_n = h(c_n(β, ρ) − "
+            f"c_n(β, ρ′)), coupled = b on E + λ_n‖∇E‖₁,ε. At h = {cfg['check_h']:g} decoupled is "
+            f"{_span([c['closer_at_check_h'] for c in cs], '.0f')}× closer to a than b (≥ 10×: {yes('decoupled_10x_closer')}); slopes "
+            f"against h {_span([c['slope_decoupled'] for c in cs])} for ‖a − decoupled‖, {_span([c['slope_b'] for c in cs])} for ‖a − b‖ "
+            f"(faster: {yes('decoupled_falls_faster')}); coupled changes ‖a − b‖ by at most "
+            f"{max(c['coupled_deviation_checked'] for c in cs):.1%} where checked (within 10%: {yes('coupled_within_10pct')}). Only where "
+            f"Figure 2's validity test passes (it failed at {', '.join(f'h = {h:g}' for h in invalid) if invalid else 'no h'}). (c) Past "
+            f"t = {horizon['valid_until']:.2f} (shaded) g → 0, the expansion fails, and the penalized runs stop short of the hyperbola "
+            f"(loss {horizon['final_loss']['decoupled']:.2g}, {horizon['final_loss']['coupled']:.2g} against {horizon['final_loss']['a']:.0e}).")
 
-# %% ../nbs/14_figure7.ipynb
-def cifar_caption(runs: pd.DataFrame, comparisons: list[dict], failed: list[str], label: str, cfg: dict) -> str:
-    "The caption of Figure 7's CIFAR row: the arms, their validity, and the paired differences from the reference and from adam."
-    g = runs.groupby('arm')
-    valid = '; '.join(f"{a} {g.valid_share.mean()[a]:.0%}" for a in ARMS[2:] if a in g.groups)
-    div = '; '.join(f"{a} {int(g.diverged.sum()[a])} of {g.size()[a]}" for a in ARMS if a in g.groups and g.diverged.sum()[a])
-    said = ' | '.join(f"{METRICS[m]}: " + '; '.join(
-        f"{c['arm']} − {c['base']} {difference_text(c)}" + ('' if c['differs'] or not math.isfinite(c['lo']) else ' (n.d.)')
-        for c in comparisons if c['metric'] == m) for m in ARM_METRICS)
-    return (f"Bottom row: the arms on CIFAR-10, {label}, {runs.seed.nunique()} paired seeds: adam = Adam(β, ρ = {cfg['rho']:g}); "
-            f"reference = Adam(β, β), whose c_n is 0; decoupled = reference plus −h·λ_n·H(g/R)/R with λ_n = h(c_n(β, ρ) − c_n(β, β)), "
-            f"which should reproduce adam; coupled = reference on E + λ_n‖∇E‖₁,ε; cancelled = adam plus the opposite decoupled "
-            f"penalty, which should reproduce the reference. Share of epochs where the expansion holds (penalty ratio < 1): {valid}."
-            + (f" Diverged: {div}." if div else '') + (f" FAILED RUNS ({len(failed)}): " + ' | '.join(failed) + '.' if failed else '')
-            + f" Paired differences (mean [95% CI], sign-flip p; n.d.: not distinguishable from noise) of the {said}.")
+def lockstep_caption(lockstep: dict, family: dict, triple, seeds, data_seed, first: str = 'd') -> str:
+    "The caption of the lockstep rows: the design, each network's closure factor (the primaries), the control, and how long it lasts."
+    def one(m, n):
+        c, k = n['closure'], n['control']
+        ends = [e for e in n['closure_ends'] if e is not None]
+        first = [e for e in n['first_not_closer'] if e is not None]
+        closer = (f"the decoupled arm is no closer to a than b from epoch {_span(first, '.0f')} on ({len(first)} of {c['n']} seeds)"
+                  if first else "the decoupled arm stays closer to a than b to the end of every run")
+        arms = pd.DataFrame(n['arms'])
+        fin = arms.groupby('arm').final_train_loss.median() if len(arms) else {}
+        return (f"{n['label']} ({letters.pop(0)}): window ends at epoch {_span(n['window_ends'], '.0f')}; closure factor {c['geo_mean']:.3g} "
+                f"[{c['geo_lo']:.3g}, {c['geo_hi']:.3g}] over {c['n']} seeds, p = {c['p']:.2g}, Holm p = {c.get('p_holm', math.nan):.2g}: "
+                f"{c.get('verdict', '')}; control {k['geo_mean']:.3g} [{k['geo_lo']:.3g}, {k['geo_hi']:.3g}]; {closer}"
+                + (f"; final train loss b {fin.get('b', math.nan):.2g}, decoupled {fin.get('decoupled', math.nan):.2g}" if len(arms) else '')
+                + (f"; FAILED: {' | '.join(n['failed_runs'])}" if n['failed_runs'] else ''))
+    i = 'abcdefghijklmnop'.index(first)
+    letters = [f"{'abcdefghijklmnop'[i + 3 * k]}–{'abcdefghijklmnop'[i + 3 * k + 2]}" for k in range(len(lockstep))]
+    return (f"CIFAR-10 (data_seed {data_seed}, seeds {seeds}), the triple "
+            f"({', '.join(f'{x:g}' for x in triple)}), c∞ = {coefficient_gap(triple):.3g}: a, b, decoupled and coupled trained in "
+            f"lockstep, distances per epoch; the window is the epochs before the decoupled arm's penalty ratio first exceeds 0.5, its "
+            f"median end shaded after. Primary (α = {family['alpha']:g}, Holm over {family['k']}): the closure factor ‖a − b‖/‖a − "
+            f"decoupled‖ at the window's last epoch, geometric mean [95% interval]. " + '. '.join(one(m, n) for m, n in lockstep.items()) + '.')
 
-def figure7_caption(toy: str, cifar: str | None, scale: str) -> str:
-    "Figure 7's caption: its scale, then the toy row's and the CIFAR row's."
-    return f"Figure 7 (beyond the paper; scale: {scale}). " + toy + (f" {cifar}" if cifar else ' (The CIFAR row was not run.)')
+def coefficient_gap(triple) -> float:
+    "c∞(β, ρ) − c∞(β, ρ′) of a triple (β, ρ, ρ′)."
+    from adam_implicit_bias.fields import memory_coefficients
+    beta, rho, rho_prime = triple
+    return memory_coefficients(rho_prime) - memory_coefficients(rho)
+
+def theory_caption(runs: pd.DataFrame, failed: list[str], label: str, rho: float, letters: str = 'g–i') -> str:
+    "The caption of the theory-λ row: the arms, and what became of the penalized ones."
+    g, pen = runs.groupby('arm'), runs[runs.arm.isin(['decoupled', 'coupled'])]
+    acc = lambda a: _span(g.get_group(a).final_train_acc, '.2f') if a in g.groups else '–'
+    return (f"({letters}) {label}, the theory's λ_n = h·c_n(β, {rho:g}) on the reference Adam(β, β), {runs.seed.nunique()} "
+            f"seeds (exploratory): adam = Adam(β, {rho:g}) ends at train accuracy {acc('adam')}, reference {acc('reference')}; the "
+            f"penalized runs collapse: decoupled {acc('decoupled')}, coupled {acc('coupled')} (chance 0.1), "
+            f"{int(pen.diverged.sum())} of {len(pen)} diverged; share of epochs with penalty ratio < 1: "
+            + ', '.join(f"{a} {g.valid_share.mean()[a]:.0%}" for a in ('decoupled', 'coupled') if a in g.groups)
+            + (f". FAILED RUNS ({len(failed)}): " + ' | '.join(failed) if failed else '') + '.')
+
+def figure7_caption(toy: str, cifar: list[str], scale: str) -> str:
+    "Figure 7's caption: its scale, then the toy row's and the CIFAR rows'."
+    return f"Figure 7 (beyond the paper; scale: {scale}). " + ' '.join([toy, *cifar]) + ('' if cifar else ' (The CIFAR rows were not run.)')
+
+def _span(values, fmt='.2g') -> str:
+    "min–max of `values` as text (one value if they agree to the format)."
+    values = list(values)
+    if not values: return '–'
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f'{lo}–{hi}'

@@ -14,7 +14,7 @@ from .closeness import fit_slope, plot_along, plot_orders, ERROR
 from .plots import SIZES, figure_style, value_colors
 
 # %% auto 0
-__all__ = ['OWN', 'surprise_slopes', 'plot_surprise', 'figure3b', 'figure3b_caption']
+__all__ = ['OWN', 'surprise_slopes', 'plot_surprise', 'separate_labels', 'figure3b', 'figure3b_caption']
 
 # %% ../nbs/08b_minibatch_closeness.ipynb
 def surprise_slopes(surprise: dict, # number of batches -> `closeness_sweep`'s first-order records
@@ -49,6 +49,13 @@ def plot_surprise(ax, numbers: dict, eps: float, colors: dict, tag: str) -> None
     ax.legend(fontsize=SIZES['legend'], ncol=2, loc='upper center', bbox_to_anchor=(0.5, -0.2), title='fitted slopes')
 
 # %% ../nbs/08b_minibatch_closeness.ipynb
+def separate_labels(ax, gap: float = 1.6) -> None:
+    "Move apart the text labels of `ax` (the reference slopes' '1' and '2') that end up within a factor `gap` of each other."
+    texts = sorted(ax.texts, key=lambda t: t.get_position()[1])
+    for lo, hi in zip(texts, texts[1:]):
+        (x0, y0), (x1, y1) = lo.get_position(), hi.get_position()
+        if math.isclose(x0, x1, rel_tol=0.05) and 0 < y0 and y1 / y0 < gap: lo.set_va('top'); hi.set_va('bottom')
+
 def figure3b(records: list[dict], slopes: dict, # the closeness sweep with batches, and `closeness.curve_slopes` of it
              surprise: dict,                    # `surprise_slopes`
              cfg: dict,                         # the scale's `MINIBATCH_CLOSENESS` config
@@ -61,7 +68,9 @@ def figure3b(records: list[dict], slopes: dict, # the closeness sweep with batch
         plot_along(axes[0, 0], ra, labels=OWN)
         axes[0, 0].set_title(f"(a) $\\varepsilon$ = {pa['eps']:g}, $h$ = {pa['h']:g}, {cfg['batches']} batches")
         plot_orders(axes[0, 1], slopes)
-        axes[0, 1].set_title('(b) largest error against $h$ (own ODEs)'); axes[0, 1].legend(fontsize=SIZES['legend'] - 0.5)
+        axes[0, 1].set_title('(b) largest error against $h$ (own ODEs)')
+        axes[0, 1].legend(fontsize=SIZES['legend'] - 0.5, loc='upper center', bbox_to_anchor=(0.5, -0.2))   # below: no point hidden
+        separate_labels(axes[0, 1])
         colors = value_colors(cfg['surprise']['batches'], cmap='plasma')
         for ax, eps, tag in ((axes[1, 0], 1e-6, 'c'), (axes[1, 1], 0.1, 'd')): plot_surprise(ax, surprise, eps, colors, tag)
         fig.tight_layout()

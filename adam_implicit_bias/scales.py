@@ -71,23 +71,25 @@ MINIBATCH_CLOSENESS = dict(
                                                                 dict(eps=0.1, T=0.05, hs=[1e-3, 5e-4, 2.5e-4, 1.25e-4])])))
 
 # %% ../nbs/04_scales.ipynb
-_CIFAR = dict(n_train=100, n_test=None, download=False, chunk=500, eps=1e-8, eval_every=10, ckpt_every=100, device='cpu',
-              dtype='float32',
+_CIFAR = dict(n_train=100, n_test=None, data_seed=0, first_seed=0, download=False, chunk=500, eps=1e-8, eval_every=10,
+              ckpt_every=100, device='cpu', dtype='float32',
               models=dict(resnet50=dict(width=4, blocks=[1, 1, 1, 1]), cnn=dict(widths=[8, 16, 32], hidden=64),
                           vit=dict(patch=8, dim=32, depth=2, heads=4, mlp=64)),
               fig4=dict(model='resnet50', sweep='rho', values=[0.9, 0.99, 0.999], beta=0.9, h=5e-4, epochs=60, seeds=2),
-              fig5=dict(model='resnet50', sweep='beta', values=[0.5, 0.9, 0.99], rho=0.999, h=5e-4, epochs=60, seeds=2),
+              fig4b=[dict(model='resnet50', sweep='rho', values=[0.99, 0.999], beta=0.99, h=5e-4, epochs=60, seeds=2)],
+              fig5=dict(model='resnet50', sweep='beta', values=[0.9, 0.99], rho=0.999, h=5e-4, epochs=60, seeds=2),
               fig6=[dict(model='cnn', sweep='rho', values=[0.9, 0.99, 0.999], beta=0.9, h=3e-4, epochs=200, seeds=2),
                     dict(model='vit', sweep='rho', values=[0.9, 0.99, 0.999], beta=0.9, h=1e-3, epochs=100, seeds=2)])
 
 # %% ../nbs/04_scales.ipynb
 _PAPER_RHO = dict(values=[0.99, 0.995, 0.999, 0.9995, 0.9999], beta=0.99, h=7.5e-5, epochs=3000, seeds=5)
+_CPU_SWEEP = dict(epochs=250, seeds=10)
 CIFAR = dict(
     ci=_CIFAR,
-    cpu=override(_CIFAR, n_train=250,
-                 fig4=dict(epochs=250, seeds=5), fig5=dict(epochs=250, seeds=5),
-                 fig6=[dict(_CIFAR['fig6'][0], epochs=600, seeds=5), dict(_CIFAR['fig6'][1], epochs=400, seeds=5)]),
-    paper=override(_CIFAR, n_train=None, download=True, ckpt_every=100, device='cuda',
+    cpu=override(_CIFAR, n_train=250, data_seed=1, first_seed=10, fig4=_CPU_SWEEP, fig5=_CPU_SWEEP,
+                 fig4b=[dict(_CIFAR['fig4b'][0], **_CPU_SWEEP)],
+                 fig6=[dict(_CIFAR['fig6'][0], epochs=550, seeds=10), dict(_CIFAR['fig6'][1], epochs=250, seeds=10)]),
+    paper=override(_CIFAR, n_train=None, download=True, ckpt_every=100, device='cuda', fig4b=[],
                    models=dict(resnet50=dict(width=64, blocks=[3, 4, 6, 3]), cnn=dict(widths=[32, 64, 128], hidden=512),
                                vit=dict(patch=4, dim=512, depth=6, heads=16, mlp=1024)),
                    fig4=dict(_PAPER_RHO, model='resnet50', sweep='rho'),
@@ -99,13 +101,17 @@ CIFAR = dict(
 _PENALTY_TRIPLES = [[0.9, 0.95, 0.9], [0.5, 0.9, 0.5], [0.9, 0.95, 0.8], [0.9, 0.9, 0.95]]
 _PENALTY = dict(toy=dict(eps=1e-8, T=1.0, hs=[0.01, 0.005, 0.0025, 0.00125], check_h=0.0025, validity=0.5,
                          triples=_PENALTY_TRIPLES, horizon=dict(triple=[0.9, 0.95, 0.9], h=0.005, T=4.0)),
-                cifar=dict(model='vit', rho=0.999))
+                cifar=dict(lockstep=dict(triple=[0.9, 0.95, 0.9], models=dict(cnn=30, resnet50=15), seeds=2, window=0.5,
+                                         ckpt_every=10),
+                           theory=dict(model='vit', rho=0.999, seeds=2)))
 PENALTY = dict(
     ci=_PENALTY,
     cpu=override(_PENALTY, toy=dict(hs=[0.01, 0.005, 0.0025, 0.00125, 0.000625], triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]],
-                                    horizon=dict(h=0.0025, T=6.0))),
+                                    horizon=dict(h=0.0025, T=6.0)),
+                 cifar=dict(lockstep=dict(models=dict(cnn=100, resnet50=60), seeds=8), theory=dict(seeds=5))),
     paper=override(_PENALTY, toy=dict(hs=[0.01, 0.005, 0.0025, 0.00125, 0.000625, 0.0003125],
-                                      triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]], horizon=dict(h=0.00125, T=6.0))))
+                                      triples=_PENALTY_TRIPLES + [[0.5, 0.9, 0.7]], horizon=dict(h=0.00125, T=6.0)),
+                   cifar=dict(lockstep=dict(models=dict(cnn=400, resnet50=400), seeds=8), theory=dict(seeds=5))))
 
 # %% ../nbs/04_scales.ipynb
 EXPERIMENTS = dict(toy=TOY, closeness=CLOSENESS, minibatch_closeness=MINIBATCH_CLOSENESS, cifar=CIFAR, penalty=PENALTY)
