@@ -172,7 +172,8 @@ def closeness_sweep(cfg: dict,                        # a `CLOSENESS` scale conf
     cached = [_cached(cache_path(p, results), p) for p in points]
     todo = [p for p, rec in zip(points, cached) if rec is None]
     if todo: load_mnist(10, root=root)    # a missing data set fails here, once, with its own error
-    fresh = run_parallel(closeness_point, [(p, results, device, root) for p in todo], jobs=jobs, desc='closeness sweep',
+    from adam_implicit_bias.closeness import closeness_point as point   # the package's copy: spawned processes import it by name
+    fresh = run_parallel(point, [(p, results, device, root) for p in todo], jobs=jobs, desc='closeness sweep',
                          progress=progress)
     if failed := [f for f in fresh if not isinstance(f, dict)]:
         raise RunsFailed(failed, describe=lambda item: f"point eps={item[0]['eps']:g}, T={item[0]['T']:g}, h={item[0]['h']:g}")

@@ -265,8 +265,9 @@ def run_lockstep_sweep(sets: list[dict[str, RunConfig]], # one dict of arms per 
     "`run_lockstep` for every set, in parallel processes; a `Failure` for a set that raised (or `RunsFailed` without keep_going)."
     from dataclasses import asdict
     from adam_implicit_bias.runs import RunsFailed
-    results = str(results_dir(results).resolve())
-    out = run_parallel(_lockstep_item, [({k: asdict(c) for k, c in s.items()}, results, ckpt_every) for s in sets],
+    from adam_implicit_bias.figure7 import _lockstep_item as item   # the package's copy: spawned processes import it by name
+    results = str(results_dir(results).resolve())                   # (a notebook's own copy lives in __main__ and would run serially)
+    out = run_parallel(item, [({k: asdict(c) for k, c in s.items()}, results, ckpt_every) for s in sets],
                        jobs=jobs, desc='lockstep', progress=progress)
     if not keep_going and (failed := [f for f in out if isinstance(f, Failure)]):
         raise RunsFailed(failed, describe=lambda item: f"lockstep set {json_hash({k: v['seed'] for k, v in item[0].items()})}")

@@ -144,3 +144,40 @@ def test_fault_sigint_to_a_sweeps_parent_alone_does_not_wait_for_its_runs(tmp_pa
         assert wait_until(lambda: not any(alive(pid) for pid in tree), 5), [pid for pid in tree if alive(pid)]
         assert started() == 2                                              # the queued runs never started
     finally: p.kill(); kill_all(tree)
+
+
+# ---------------------------------------------------------------- a notebook's own copy of a sweep still runs in parallel
+
+def _as_in_a_notebook(module, *names) -> dict:
+    "The functions `names` of `module` defined again in a namespace named __main__, as a notebook's export cells define them."
+    import inspect
+    ns = dict(vars(module), __name__='__main__')
+    for name in names: exec(inspect.getsource(getattr(module, name)), ns)
+    assert all(ns[n].__module__ == '__main__' for n in names)
+    return ns
+
+
+def _worker_handed_to_run_parallel(ns: dict, call) -> object:
+    "Call `call(ns)` with `ns`'s run_parallel replaced by one that records the function it gets and returns empty results."
+    got = []
+    ns['run_parallel'] = lambda fn, items, **kw: got.append(fn) or [{} for _ in items]
+    call(ns)
+    return got[0]
+
+
+def test_fault_the_notebooks_sweeps_hand_their_workers_to_processes_by_name(tmp_path):
+    """Found while timing `reproduce --scale cpu`: in 14_figure7 the lockstep sets ran one at a time on one core (42 minutes),
+    because the notebook's run_lockstep_sweep passed the notebook's own _lockstep_item, which lives in __main__ and which a
+    spawned process cannot import, so run_parallel ran it in the kernel. 08_closeness's sweep had the same fault."""
+    from adam_implicit_bias import figure7 as F7
+    from adam_implicit_bias.runs import _importable
+    from adam_implicit_bias.train import RunConfig
+    ns = _as_in_a_notebook(F7, '_lockstep_item', 'run_lockstep_sweep')
+    assert not _importable(ns['_lockstep_item'])          # what the notebook defines cannot be sent to a spawned process
+    c = RunConfig(model='cnn', n_train=8, epochs=1)
+    fn = _worker_handed_to_run_parallel(ns, lambda ns: ns['run_lockstep_sweep']([dict(a=c, b=c)], tmp_path, progress=False))
+    assert _importable(fn) and fn.__module__ == 'adam_implicit_bias.figure7'
+    ns = _as_in_a_notebook(C, 'closeness_point', 'closeness_sweep')
+    ns['load_mnist'] = lambda *a, **k: None                # no data needed: nothing is computed
+    fn = _worker_handed_to_run_parallel(ns, lambda ns: ns['closeness_sweep'](TINY_CLOSENESS, tmp_path, progress=False))
+    assert _importable(fn) and fn.__module__ == 'adam_implicit_bias.closeness'
