@@ -160,13 +160,16 @@ def compared_pairs(values) -> list[tuple[float, float]]:
     return [(v[0], b) for b in v[1:]] + [(a, b) for a, b in zip(v[1:], v[2:])]
 
 def paired_comparisons(spec: dict, runs: pd.DataFrame) -> list[dict]:
-    "For every compared pair and metric: the paired difference over seeds (not yet judged: `primary` is False)."
+    """For every compared pair of the sweep's values and every metric: the paired difference over seeds (not yet judged:
+    `primary` is False). A value whose runs all failed still has its comparisons, with no seeds, so a registered primary is
+    reported as untestable instead of missing."""
     out = []
-    for a, b in compared_pairs(runs.value.unique()):
-        pa, pb = (runs[runs.value == v].set_index('seed') for v in (a, b))
+    for a, b in compared_pairs(spec['values']):
+        pa, pb = (runs[runs.value == v].set_index('seed') if len(runs) else pd.DataFrame() for v in (a, b))
         seeds = sorted(set(pa.index) | set(pb.index))
         for m in METRICS:
-            d = paired_difference(pa[m].reindex(seeds), pb[m].reindex(seeds))
+            col = lambda p: p[m].reindex(seeds) if m in p else pd.Series(math.nan, index=seeds)
+            d = paired_difference(col(pa), col(pb))
             out.append(dict(model=spec['model'], sweep=sweep_key(spec), metric=m, a=a, b=b, **d._asdict(),
                             expected=expected_sign(spec['sweep'], m), primary=False))
     return out

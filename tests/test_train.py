@@ -151,7 +151,9 @@ def test_fault_a_failed_run_reaches_the_figure_numbers_and_check(tmp_path):
     runs, failed = C.sweep_runs(spec, T.run_sweep(configs, tmp_path, jobs=1, keep_going=True, progress=False))
     numbers = C.sweep_numbers(spec, runs, failed)
     assert len(runs) == 1 and numbers['failed_runs'] == failed and T.describe(configs[1]) in failed[0]
-    assert 'FAILED RUNS (1)' in C.sweep_caption('Figure 4', 'ci', [numbers])
+    family = C.judge_figure([numbers], C.primaries_by_rule([spec]))   # a value whose runs all failed: its primaries untestable
+    assert family['k'] == 3 and {c['verdict'] for c in family['primaries']} == {'too few paired seeds to tell'}
+    assert 'FAILED RUNS (1)' in C.sweep_caption('Figure 4', 'ci', [numbers], family)
     save_numbers('fig4', dict(sweeps=[numbers]), tmp_path/'figs', scale='ci')
     assert R.check_numbers(tmp_path/'figs'/'fig4.json', 'ci')[0].startswith('fig4.json: 1 failed run(s) recorded: run ')
 
