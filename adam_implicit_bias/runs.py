@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_runs.ipynb 2
 from __future__ import annotations
-import multiprocessing, os, signal, threading, traceback
+import multiprocessing, os, signal, threading, traceback, warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple
@@ -96,6 +96,10 @@ def run_parallel(fn: Callable,            # a function of one item, importable b
     jobs = default_jobs() if jobs is None else jobs
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     bar = tqdm(total=len(items), desc=desc, disable=not progress or not items)
+    if jobs > 1 and len(items) > 1 and not _importable(fn):
+        warnings.warn(f"run_parallel: {getattr(fn, '__qualname__', fn)!r} is defined in __main__ (a notebook or script), which "
+                      f"spawned processes cannot import: its {len(items)} items run one at a time in this process, not in {jobs}; "
+                      f"pass the function from its module", RuntimeWarning, stacklevel=2)
     if jobs == 1 or len(items) <= 1 or not _importable(fn):
         out = []
         for it in items: out.append(_call(fn, it)); bar.update(1)
